@@ -1,0 +1,39 @@
+# The two commands of the README, each doing its own set-up.
+#   make demo   virtualenv + pinned install + post_install.py + the local swarm
+#   make test   the same set-up + test dependencies (pytest, pm2 from npm) + the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow bench install clean
+
+$(VENV)/.installed: requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+	$(PY) post_install.py
+
+demo: install
+	$(PY) -m hivetrain swarm --swarm.dir runs/demo $(ARGS)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed-dev
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) bench/swarm_efficiency.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,64 @@
+"""``hivetrain swarm``: flags of the local swarm; model/data/train flags go to every miner."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hivetrain.config import add_config_arguments, config_from_args
+
+FORWARDED_SECTIONS = ["model", "data", "train", "wandb", "logging"]
+
+
+def add_swarm_command(commands) -> None:
+    swarm = commands.add_parser(
+        "swarm", help="run a local swarm of miners on 127.0.0.1 (make demo)",
+        description="Start several real miner processes on 127.0.0.1 that train one model "
+                    "together through hivemind, show their progress, stop them cleanly and "
+                    "write a report (loss.png, report.json). Model, data and train flags are "
+                    "passed to every miner.")
+    group = swarm.add_argument_group("swarm options")
+    group.add_argument("--swarm.miners", dest="swarm_miners", type=int, default=3,
+                       metavar="N", help="number of miner processes (default: 3)")
+    group.add_argument("--swarm.duration", dest="swarm_duration", type=float, default=240.0,
+                       metavar="SECONDS", help="training time before the swarm stops (default: 240)")
+    group.add_argument("--swarm.dir", dest="swarm_dir", default=None, metavar="DIR",
+                       help="output folder for run directories and the report "
+                            "(default: runs/swarm-<timestamp>)")
+    add_config_arguments(swarm, FORWARDED_SECTIONS)
+    swarm.set_defaults(handler=run_swarm_command)
+
+
+def forwarded_flags(args: argparse.Namespace) -> list[str]:
+    """Re-emit the model/data/train flags the user gave, for each miner's command line."""
+    flags = []
+    for dest, value in vars(args).items():
+        if "." not in dest or dest.split(".")[0] not in FORWARDED_SECTIONS:
+            continue
+        if isinstance(value, bool):
+            flags.append(f"--{dest}" if value else f"--no-{dest}")
+        elif isinstance(value, list):
+            flags += [f"--{dest}", *map(str, value)]
+        elif value is not None:
+            flags += [f"--{dest}", str(value)]
+    return flags
+
+
+def run_swarm_command(args: argparse.Namespace) -> None:
+    from hivetrain.config import ConfigError
+    from hivetrain.localnet.processes import LaunchError
+    from hivetrain.localnet.swarm import SwarmOptions, run_local_swarm
+
+    config_from_args(args, role="miner", sections=FORWARDED_SECTIONS)  # fail fast on bad values
+    if args.swarm_miners < 1 or args.swarm_duration <= 0:
+        raise ConfigError("--swarm.miners and --swarm.duration must be positive")
+    out_dir = Path(args.swarm_dir or f"runs/swarm-{time.strftime('%Y%m%d-%H%M%S')}")
+    options = SwarmOptions(out_dir=out_dir, miners=args.swarm_miners,
+                           duration=args.swarm_duration, miner_flags=forwarded_flags(args))
+    try:
+        run_local_swarm(options)
+    except LaunchError as error:
+        print(f"hivetrain swarm: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,121 @@
+"""Start, watch and stop the neuron processes of a local swarm.
+
+Each neuron is its own OS process (hivemind starts helper processes of its own, which rules out
+``multiprocessing`` children) in its own session, so stopping it also stops its p2pd daemon.
+Stopping is graceful first (SIGTERM: the miner checkpoints and leaves the DHT), forceful after a
+grace period, and happens on every exit path, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class LaunchError(RuntimeError):
+    """A neuron died or never came up; the message points at its log file."""
+
+
+@dataclass
+class Neuron:
+    name: str
+    run_dir: Path
+    process: subprocess.Popen
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "neuron.log"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ProcessGroup:
+    """The neurons of one local swarm; use as a context manager so they always get stopped."""
+
+    def __init__(self, grace_seconds: float = 30.0):
+        self.neurons: list[Neuron] = []
+        self.grace_seconds = grace_seconds
+
+    def __enter__(self) -> "ProcessGroup":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
+    def start(self, name: str, run_dir: Path, args: list[str]) -> Neuron:
+        """Start ``python -m hivetrain <args>`` with its output in ``run_dir/neuron.log``."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(run_dir / "neuron.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen([sys.executable, "-m", "hivetrain", *args], stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                   start_new_session=True)
+        log.close()
+        neuron = Neuron(name, run_dir, process)
+        self.neurons.append(neuron)
+        logger.info("started %s (pid %d), log %s", name, process.pid, neuron.log_path)
+        return neuron
+
+    def wait_for_file(self, neuron: Neuron, filename: str, timeout: float) -> dict:
+        """Block until ``neuron`` publishes ``filename`` (JSON, written atomically) and return it.
+
+        Fails fast when the process exits first, with the tail of its log.
+        """
+        path = neuron.run_dir / filename
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists():
+                return json.loads(path.read_text())
+            if not neuron.alive():
+                raise LaunchError(f"{neuron.name} exited with code {neuron.process.returncode} "
+                                  f"before it was ready; last log lines:\n{neuron.log_tail()}")
+            time.sleep(0.2)  # polling a file another process writes; no event to wait on
+        raise LaunchError(f"{neuron.name} was not ready after {timeout:.0f} s; see {neuron.log_path}")
+
+    def check_alive(self) -> None:
+        for neuron in self.neurons:
+            if not neuron.alive():
+                raise LaunchError(f"{neuron.name} exited with code {neuron.process.returncode}; "
+                                  f"last log lines:\n{neuron.log_tail()}")
+
+    def stop(self, neuron: Neuron, grace_seconds: float | None = None) -> int | None:
+        """SIGTERM, wait for a clean exit, then SIGKILL what is left of its session; returns the exit code."""
+        grace = self.grace_seconds if grace_seconds is None else grace_seconds
+        if neuron.alive():
+            neuron.process.send_signal(signal.SIGTERM)  # the neuron stops its own helpers
+            try:
+                neuron.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0f s; killing it", neuron.name, grace)
+        _signal_session(neuron.process.pid, signal.SIGKILL)  # leftover helpers (p2pd) too
+        neuron.process.wait()
+        return neuron.process.returncode
+
+    def stop_all(self) -> None:
+        for neuron in self.neurons:
+            if neuron.alive():
+                neuron.process.send_signal(signal.SIGTERM)
+        for neuron in self.neurons:
+            self.stop(neuron)
+
+
+def _signal_session(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

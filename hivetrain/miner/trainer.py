@@ -1,0 +1,143 @@
+"""The miner's training loop, readable top to bottom: batch, forward, backward, swarm step.
+
+Local work is ordinary PyTorch; the hivemind.Optimizer decides when the swarm has accumulated
+enough samples and performs the averaged step. The loop only watches for the epoch changing,
+which is when it records the parameter digest (peers at the same epoch must agree on it) and
+writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from hivetrain.config import TrainConfig
+from hivetrain.miner.checkpoint import Checkpoint, save_checkpoint
+from hivetrain.model.gpt2 import param_digest
+from hivetrain.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+# Above this size the per-epoch digest would cost noticeable time on every step boundary.
+DIGEST_MAX_PARAMS = 50_000_000
+
+
+@dataclass
+class TrainingState:
+    """What the loop has done so far; read by the miner API for probes and status."""
+
+    samples: int = 0
+    samples_since_probe: int = 0
+    samples_per_second: float = 0.0
+    last_loss: float = math.nan
+    heldout_loss: float = math.nan
+    started: float = field(default_factory=time.time)
+
+
+class Trainer:
+    """Runs the training loop until ``stop`` is set, the duration passes or max_epochs is hit.
+
+    :param batches: iterator of [batch, seq] token tensors from this miner's own data shard.
+    :param heldout: fixed held-out batches, never trained on, for the held-out loss.
+    :param lock: held while the model is touched, so the API can probe between steps.
+    """
+
+    def __init__(self, model, optimizer, batches, heldout, train: TrainConfig, device: torch.device,
+                 telemetry: Telemetry, run_dir, run_id: str, lock: threading.Lock | None = None):
+        self.model, self.opt, self.batches, self.heldout = model, optimizer, batches, heldout
+        self.train, self.device, self.telemetry = train, device, telemetry
+        self.run_dir, self.run_id = run_dir, run_id
+        self.lock = lock or threading.Lock()
+        self.state = TrainingState()
+        self.stop = threading.Event()
+        self._small_model = sum(p.numel() for p in model.parameters()) <= DIGEST_MAX_PARAMS
+
+    def autocast(self):
+        """bf16 autocast on CUDA (parameters and optimizer stay fp32); plain fp32 on the CPU."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def run(self) -> None:
+        train = self.train
+        deadline = time.monotonic() + train.duration if train.duration else math.inf
+        last_epoch = self.opt.local_epoch
+        window_start, window_samples, window_losses = time.monotonic(), 0, []
+        self.model.train()
+        self.report(window_losses, 0.0)
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            batch = next(self.batches).to(self.device, non_blocking=True)
+            with self.lock:
+                with self.autocast():
+                    loss = self.model(input_ids=batch, labels=batch).loss
+                loss.backward()
+                self.opt.step()
+                self.opt.zero_grad()
+            window_losses.append(loss.item())
+            window_samples += batch.shape[0]
+            self.state.samples += batch.shape[0]
+            self.state.samples_since_probe += batch.shape[0]
+            if self.opt.local_epoch != last_epoch:
+                last_epoch = self.opt.local_epoch
+                self.on_new_epoch(last_epoch)
+                if train.max_epochs and last_epoch >= train.max_epochs:
+                    break
+            elapsed = time.monotonic() - window_start
+            if elapsed >= train.log_every:
+                self.report(window_losses, window_samples / elapsed)
+                window_start, window_samples, window_losses = time.monotonic(), 0, []
+        self.report(window_losses, self.state.samples_per_second)
+        self.save()
+
+    def on_new_epoch(self, epoch: int) -> None:
+        digest = param_digest(self.model) if self._small_model else None
+        peers = self.opt.tracker.global_progress.num_peers
+        self.telemetry.log("epoch", epoch=epoch, digest=digest, peers=peers,
+                           samples=self.state.samples)
+        logger.info("epoch %d (peers %d, digest %s)", epoch, peers, digest)
+        every = self.train.checkpoint_every
+        if every and epoch % every == 0:
+            self.save()
+
+    @torch.no_grad()
+    def heldout_loss(self) -> float:
+        with self.lock:
+            self.model.eval()
+            try:
+                losses = []
+                for batch in self.heldout:
+                    batch = batch.to(self.device)
+                    with self.autocast():
+                        losses.append(self.model(input_ids=batch, labels=batch).loss.item())
+            finally:
+                self.model.train()
+        return sum(losses) / len(losses)
+
+    def report(self, losses: list[float], samples_per_second: float) -> None:
+        state = self.state
+        state.last_loss = sum(losses) / len(losses) if losses else state.last_loss
+        state.samples_per_second = samples_per_second
+        state.heldout_loss = self.heldout_loss()
+        peers = self.opt.tracker.global_progress.num_peers
+        self.telemetry.log("train", loss=state.last_loss, heldout_loss=state.heldout_loss,
+                           samples_per_second=samples_per_second, epoch=self.opt.local_epoch,
+                           peers=peers, samples=state.samples)
+        logger.info("epoch %d | loss %.3f | held-out %.3f | %.1f samples/s | %d peers",
+                    self.opt.local_epoch, state.last_loss, state.heldout_loss,
+                    samples_per_second, peers)
+
+    def save(self) -> None:
+        if not self.train.checkpoint_every:
+            return
+        with self.lock:
+            checkpoint = Checkpoint(run_id=self.run_id, epoch=self.opt.local_epoch,
+                                    samples=self.state.samples, model=self.model.state_dict(),
+                                    optimizer=self.opt.state_dict())
+            path = save_checkpoint(self.run_dir, checkpoint)
+        logger.info("checkpoint at epoch %d written to %s", checkpoint.epoch, path)

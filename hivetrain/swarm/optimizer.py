@@ -1,0 +1,72 @@
+"""The hivemind.Optimizer that turns local backward passes into swarm-wide optimizer steps.
+
+Every peer accumulates gradients until the swarm as a whole has processed
+``--train.target_batch_size`` samples; then the peers all-reduce their gradients and each applies
+the same optimizer step, so parameters stay identical (state averaging after each step repairs
+the rounding drift that compression introduces). One such step is one *epoch* in hivemind's
+vocabulary and the unit in which progress, checkpoints and validator probes are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hivemind
+import torch
+from hivemind.compression import Float16Compression, NoCompression, Uniform8BitQuantization
+
+from hivetrain.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+COMPRESSION = {
+    "none": NoCompression,
+    "fp16": Float16Compression,
+    "int8": Uniform8BitQuantization,
+}
+
+
+def optimizer_factory(train: TrainConfig, device: torch.device):
+    """``params -> torch optimizer`` for the configured recipe (AdamW or bitsandbytes 8-bit)."""
+    kwargs = dict(lr=train.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw8bit":
+        import bitsandbytes as bnb  # only needed for this recipe; heavy to import
+
+        return lambda params: bnb.optim.AdamW8bit(params, **kwargs)
+    return lambda params: torch.optim.AdamW(params, **kwargs)
+
+
+def warmup_schedule(warmup_epochs: int):
+    """Linear warm-up over the first epochs, then constant: swarm size changes epoch length."""
+    def factor(epoch: int) -> float:
+        return min(1.0, (epoch + 1) / (warmup_epochs + 1))
+
+    return lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def make_optimizer(dht: hivemind.DHT, run_id: str, model: torch.nn.Module, train: TrainConfig,
+                   device: torch.device) -> hivemind.Optimizer:
+    """Wrap the local optimizer in a hivemind.Optimizer that averages with the swarm.
+
+    :param run_id: the fingerprinted id; peers with another run_id never meet in matchmaking.
+    :param device: where the model lives; on CUDA the optimizer steps on the GPU tensors
+        themselves instead of CPU copies, which is what makes 8-bit AdamW worthwhile.
+    """
+    return hivemind.Optimizer(
+        dht=dht,
+        run_id=run_id,
+        params=model.parameters(),
+        optimizer=optimizer_factory(train, device),
+        scheduler=warmup_schedule(train.warmup_epochs),
+        batch_size_per_step=train.batch_size,
+        target_batch_size=train.target_batch_size,
+        matchmaking_time=train.matchmaking_time,
+        averaging_timeout=train.averaging_timeout,
+        load_state_timeout=max(60.0, train.averaging_timeout * 2),
+        offload_optimizer=device.type == "cpu",
+        grad_compression=COMPRESSION[train.grad_compression](),
+        state_averaging_compression=COMPRESSION[train.state_compression](),
+        load_state_compression=COMPRESSION[train.state_compression](),
+        average_state_every=1,
+        verbose=False,
+    )

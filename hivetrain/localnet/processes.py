@@ -104,13 +104,15 @@ class ProcessGroup:
                 logger.warning("%s did not stop within %.0f s; killing it", neuron.name, grace)
         _signal_session(neuron.process.pid, signal.SIGKILL)  # leftover helpers (p2pd) too
         neuron.process.wait()
+        if neuron in self.neurons:
+            self.neurons.remove(neuron)  # stopped on purpose: no longer watched
         return neuron.process.returncode
 
     def stop_all(self) -> None:
         for neuron in self.neurons:
             if neuron.alive():
                 neuron.process.send_signal(signal.SIGTERM)
-        for neuron in self.neurons:
+        for neuron in list(self.neurons):
             self.stop(neuron)
 
 

@@ -19,7 +19,7 @@ import torch
 
 from hivetrain.config import TrainConfig
 from hivetrain.miner.checkpoint import Checkpoint, save_checkpoint
-from hivetrain.model.gpt2 import param_digest
+from hivetrain.model.gpt2 import param_digest, param_sketch
 from hivetrain.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -97,8 +97,9 @@ class Trainer:
 
     def on_new_epoch(self, epoch: int) -> None:
         digest = param_digest(self.model) if self._small_model else None
+        sketch = param_sketch(self.model) if self._small_model else None
         peers = self.opt.tracker.global_progress.num_peers
-        self.telemetry.log("epoch", epoch=epoch, digest=digest, peers=peers,
+        self.telemetry.log("epoch", epoch=epoch, digest=digest, sketch=sketch, peers=peers,
                            samples=self.state.samples)
         logger.info("epoch %d (peers %d, digest %s)", epoch, peers, digest)
         every = self.train.checkpoint_every

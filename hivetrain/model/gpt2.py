@@ -93,3 +93,17 @@ def param_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def param_sketch(model: torch.nn.Module, n_values: int = 64) -> list[float]:
+    """``n_values`` parameters at fixed pseudo-random positions, for comparing peers' models.
+
+    hivemind's all-reduce hands each peer ``local + (average - local)``, which rounds differently
+    on each peer, so swarm models agree to float precision rather than bit for bit; comparing
+    sketches with a tolerance tells "the same model" from "a different model" where digests can't.
+    """
+    flat = torch.cat([p.detach().reshape(-1).to("cpu", torch.float32)
+                      for _, p in sorted(model.named_parameters())])
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.randint(0, flat.numel(), (n_values,), generator=generator)
+    return flat[positions].tolist()

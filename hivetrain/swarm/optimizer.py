@@ -2,8 +2,8 @@
 
 Every peer accumulates gradients until the swarm as a whole has processed
 ``--train.target_batch_size`` samples; then the peers all-reduce their gradients and each applies
-the same optimizer step, so parameters stay identical (state averaging after each step repairs
-the rounding drift that compression introduces). One such step is one *epoch* in hivemind's
+the same optimizer step. Parameters are then averaged too (state averaging), which repairs the
+drift of a peer that missed a round or rounded differently under compression. One such step is one *epoch* in hivemind's
 vocabulary and the unit in which progress, checkpoints and validator probes are counted.
 """
 
@@ -68,5 +68,8 @@ def make_optimizer(dht: hivemind.DHT, run_id: str, model: torch.nn.Module, train
         state_averaging_compression=COMPRESSION[train.state_compression](),
         load_state_compression=COMPRESSION[train.state_compression](),
         average_state_every=1,
+        # Average parameters inside the epoch's step rather than in the background, so peers that
+        # took part in the round leave it with the same parameters (up to float rounding).
+        delay_state_averaging=False,
         verbose=False,
     )

@@ -1,0 +1,283 @@
+"""The miner's HTTP API: validators probe it, dashboards read its status.
+
+bittensor 11 has no Axon, so the subnet serves its own FastAPI app. Every request except the
+public ones passes, in this order, through a guard that is cheapest-first and never does work for
+a caller it has not identified:
+
+1. body size (413), checked before anything is parsed or verified;
+2. ``btauth/1`` signature (401): bound to this miner's hotkey as receiver, fresh (10 s window)
+   and never replayed (a per-app nonce store);
+3. per-caller rate limit (429), keyed by the authenticated hotkey, so nobody can spend another
+   validator's quota by claiming its hotkey;
+4. ``authorize(hotkey)`` (403): the miner's policy, e.g. "registered with a validator permit and
+   enough stake";
+5. schema validation (422) by FastAPI, so malformed JSON from strangers is never parsed.
+
+Public routes (``GET /v1/status``, ``GET /openapi.json``) skip 2 and 4 and are rate-limited per
+client IP: status is what a dashboard shows anyway, and the schema is what a client needs before
+it can sign anything. :class:`ApiServer` runs the app with uvicorn on a background thread so the
+training loop keeps the main thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from typing import Any, Callable, Optional
+
+import uvicorn
+from bittensor import http_auth
+from bittensor.signing import resolve_signer
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from hivetrain import __version__
+from hivetrain.protocol import (PROBE_PATH, STATUS_PATH, ProbeAnswer, ProbeRequest, ProbeResponse,
+                                StatusResponse, sign_answer)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 256 * 1024  # a full-size probe (8192 token ids as JSON) is ~70 KiB
+DEFAULT_RATE_LIMIT_PER_MINUTE = 30
+PUBLIC_PATHS = frozenset({STATUS_PATH, "/openapi.json"})
+
+
+class RateLimiter:
+    """Sliding one-minute window per key; thread-safe, forgets keys that fall idle."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
+        if per_minute < 1:
+            raise ValueError(f"rate limit must allow at least 1 request a minute, got {per_minute}")
+        self.per_minute, self.clock = per_minute, clock
+        self._hits: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            if len(self._hits) > 10_000:  # drop idle keys so spoofed IPs cannot grow memory
+                for stale in [k for k, h in self._hits.items() if not h or h[-1] <= now - 60]:
+                    del self._hits[stale]
+            hits = self._hits[key]
+            while hits and hits[0] <= now - 60:
+                hits.popleft()
+            if len(hits) >= self.per_minute:
+                return False
+            hits.append(now)
+            return True
+
+
+class _Guard:
+    """Pure ASGI middleware doing steps 1-4 of the module docstring, then replaying the body."""
+
+    def __init__(self, app, *, hotkey: str, authorize: Callable[[str], Optional[str]],
+                 max_body_bytes: int, limiter: RateLimiter):
+        self.app, self.hotkey, self.authorize = app, hotkey, authorize
+        self.max_body_bytes, self.limiter = max_body_bytes, limiter
+        self.nonces = http_auth.InMemoryNonceStore()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > self.max_body_bytes:
+            return await _reject(scope, receive, send, 413, "request body too large")
+        body = await self._read_body(receive)
+        if body is None:
+            return await _reject(scope, receive, send, 413, "request body too large")
+        public = scope["path"] in PUBLIC_PATHS
+        if public:
+            key = "ip:" + (scope.get("client") or ("?", 0))[0]
+        else:
+            target = scope.get("raw_path") or scope["path"].encode()
+            if scope.get("query_string"):
+                target += b"?" + scope["query_string"]
+            try:
+                caller = http_auth.verify(headers, body, method=scope["method"],
+                                          path=target.decode("latin-1"),
+                                          self_hotkey_ss58=self.hotkey, nonce_store=self.nonces)
+            except http_auth.AuthError as error:  # its messages are safe to return
+                return await _reject(scope, receive, send, 401, str(error),
+                                     {"WWW-Authenticate": http_auth.PROTOCOL})
+            key = caller.hotkey_ss58
+        if not self.limiter.allow(key):
+            return await _reject(scope, receive, send, 429, "rate limit exceeded",
+                                 {"Retry-After": "60"})
+        if not public:
+            reason = await run_in_threadpool(self.authorize, caller.hotkey_ss58)
+            if reason is not None:
+                return await _reject(scope, receive, send, 403, reason)
+            scope.setdefault("state", {}).update(
+                caller=caller.hotkey_ss58, nonce=caller.nonce_ns,
+                body_sha256=hashlib.sha256(body).hexdigest())
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read_body(self, receive) -> Optional[bytes]:
+        """The whole body, or None once it passes the limit (a lying Content-Length included)."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return None
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """An ASGI ``receive`` that yields the already-read body once, then defers to the real one."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed():
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+async def _reject(scope, receive, send, status: int, detail: str, headers=None) -> None:
+    response = JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    await response(scope, receive, send)
+
+
+_GUARD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, invalid, stale or replayed btauth/1 signature, or one made "
+                         "for another receiver."},
+    403: {"description": "Authenticated, but the miner's policy refuses this hotkey."},
+    413: {"description": "Request body over the miner's limit."},
+    429: {"description": "Too many requests from this hotkey (or IP, on public routes)."},
+}
+
+
+def create_app(keypair, *, authorize: Callable[[str], Optional[str]],
+               probe: Callable[[ProbeRequest], dict], status: Callable[[], dict],
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE) -> FastAPI:
+    """Build the miner's app.
+
+    :param keypair: the miner's hotkey (a ``Keypair``, or a ``bittensor.Wallet``); requests must be
+        signed for it as receiver, and probe answers are signed with it.
+    :param authorize: ``caller_hotkey -> None`` to allow, or the refusal reason (sent with 403).
+    :param probe: runs the probe (hivetrain.model.probe) on the current model and returns the
+        :class:`~hivetrain.protocol.ProbeAnswer` fields. Called from a worker thread, one call at
+        a time; it must take the trainer's lock itself. A ``ValueError`` becomes a 422.
+    :param status: returns ``epoch``, ``peer_id``, ``samples_per_second`` and ``device``.
+    """
+    signer = resolve_signer(keypair, role="hotkey")
+    started = time.monotonic()
+    probe_lock = threading.Lock()  # probes share the device with training; never run two at once
+    app = FastAPI(title="hivetrain miner", version=__version__, docs_url=None, redoc_url=None,
+                  description="Requests other than GET /v1/status and GET /openapi.json must be "
+                              "signed with bittensor.http_auth (btauth/1), receiver = this "
+                              "miner's hotkey.")
+
+    @app.post(PROBE_PATH, response_model=ProbeResponse, responses=_GUARD_RESPONSES)
+    def run_probe(body: ProbeRequest, request: Request) -> Response:
+        """Loss and seeded gradient coordinates on the given batch, signed by the miner."""
+        with probe_lock:
+            try:
+                raw = probe(body)
+            except ValueError as error:
+                raise HTTPException(422, str(error)) from None
+        answer = ProbeAnswer.model_validate(raw, strict=False)
+        state = request.state
+        signed = sign_answer(signer, answer, caller_hotkey=state.caller,
+                             request_nonce=state.nonce, request_sha256=state.body_sha256)
+        # Serialised by pydantic, not Starlette's json.dumps, so a NaN loss is sent, not a 500.
+        return Response(signed.model_dump_json(), media_type="application/json")
+
+    @app.get(STATUS_PATH, response_model=StatusResponse, responses={429: _GUARD_RESPONSES[429]})
+    def get_status() -> StatusResponse:
+        """Public, unauthenticated: version, epoch and throughput, as a dashboard shows them."""
+        return StatusResponse(version=__version__, hotkey=signer.ss58_address,
+                              uptime_s=time.monotonic() - started, **status())
+
+    app.add_middleware(_Guard, hotkey=signer.ss58_address, authorize=authorize,
+                       max_body_bytes=max_body_bytes,
+                       limiter=RateLimiter(rate_limit_per_minute))
+    return app
+
+
+class PortInUse(OSError):
+    """The API port is taken; the message says which and how to find the holder."""
+
+
+class ApiServer:
+    """uvicorn on a daemon thread, so the training loop keeps the main thread.
+
+    The listening socket is bound in :meth:`start` itself, so a taken port fails there with
+    :class:`PortInUse` instead of inside the thread, and ``port=0`` picks a free port
+    (read it back from :attr:`port`).
+    """
+
+    def __init__(self, app, host: str = "0.0.0.0", port: int = 8091, *,
+                 graceful_shutdown_s: float = 5.0):
+        self.host, self.requested_port = host, port
+        # log_config=None: leave the host process's logging configuration alone.
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off",
+            timeout_graceful_shutdown=graceful_shutdown_s))
+        self.port: Optional[int] = None
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def start(self, timeout: float = 10.0) -> ApiServer:
+        sock = self._bind()
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True,
+                                        name=f"miner-api:{self.port}")
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"miner API on {self.host}:{self.port} did not start"
+                                   + (f": {self._error!r}" if self._error else ""))
+            time.sleep(0.01)
+        logger.info("miner API listening on %s:%d", self.host, self.port)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.requested_port))
+            sock.listen(128)  # connections queue from here on, even before uvicorn accepts
+        except OSError as error:
+            sock.close()
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(f"port {self.requested_port} on {self.host} is already in use; pick "
+                            f"another --axon.port or stop the process holding it "
+                            f"(ss -ltnp | grep {self.requested_port})") from None
+        return sock
+
+    def _run(self, sock: socket.socket) -> None:
+        try:
+            self.server.run(sockets=[sock])
+        except BaseException as error:  # reported by start(); a thread has nowhere else to raise
+            self._error = error
+            logger.exception("miner API stopped")
+        finally:
+            sock.close()  # uvicorn closes it on a clean shutdown; this covers a failed start

@@ -1,0 +1,115 @@
+"""The probe: one loss and a few gradient coordinates, computed identically by miner and validator.
+
+A validator checks that a miner really holds the swarm's current model by sending it a batch of
+held-out tokens and a seed. Both sides run :func:`probe_loss_and_grad` on that batch: the loss
+shows the miner's weights are as trained as the validator's, and a handful of gradient entries at
+seed-chosen coordinates show the miner ran the real backward pass rather than echoing a number.
+Coordinates are drawn from the seed alone, so the validator knows them before the miner answers
+and a miner cannot pick the entries it happens to have.
+
+The computation is deterministic for given weights: eval mode (dropout off), float32, no
+autocast. Gradients come from ``torch.autograd.grad``, so the ``.grad`` buffers that a training
+loop may be accumulating into are never touched.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+
+from hivetrain.model.gpt2 import param_digest
+
+__all__ = ["ProbeResult", "probe_loss_and_grad", "probe_coords", "trainable_parameters",
+           "param_digest", "cosine"]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one side computed. ``coords[i]`` is ``(param_index, flat_index)`` into the trainable
+    parameters sorted by name, and ``grad_values[i]`` the gradient there."""
+
+    loss: float
+    coords: list[tuple[int, int]]
+    grad_values: list[float]
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameters coordinates index into: trainable, tied ones counted once, sorted by name."""
+    return sorted((item for item in model.named_parameters() if item[1].requires_grad),
+                  key=lambda item: item[0])
+
+
+def probe_coords(sizes: list[int], seed: int, n_coords: int) -> list[tuple[int, int]]:
+    """``n_coords`` distinct entries drawn uniformly over all ``sum(sizes)`` scalars, from ``seed``.
+
+    ``random.Random`` is used because its integer sampling is specified and stable across Python
+    versions and platforms, so miner and validator always agree; sorting makes the order canonical.
+    """
+    total = sum(sizes)
+    if not 0 < n_coords <= total:
+        raise ValueError(f"n_coords must be in [1, {total}], got {n_coords}")
+    flat = sorted(random.Random(seed).sample(range(total), n_coords))
+    coords, param_index, offset = [], 0, 0
+    for index in flat:
+        while index >= offset + sizes[param_index]:
+            offset += sizes[param_index]
+            param_index += 1
+        coords.append((param_index, index - offset))
+    return coords
+
+
+def probe_loss_and_grad(model: torch.nn.Module, input_ids: torch.Tensor, seed: int,
+                        n_coords: int = 64) -> ProbeResult:
+    """Language-modelling loss of ``model`` on ``input_ids`` and its gradient at seeded coordinates.
+
+    :param model: a ``transformers.GPT2LMHeadModel`` (anything taking ``input_ids`` and ``labels``).
+    :param input_ids: ``[batch, seq]`` token ids; moved to the model's device.
+    :raises ValueError: when the batch does not fit the model (token ids outside the vocabulary,
+        sequence longer than the position table) or ``n_coords`` is out of range.
+    """
+    if input_ids.dim() != 2 or input_ids.shape[1] < 2:
+        raise ValueError(f"input_ids must be [batch, seq>=2], got shape {tuple(input_ids.shape)}")
+    config = getattr(model, "config", None)
+    if config is not None:
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+            raise ValueError(f"token ids must be in [0, {config.vocab_size})")
+        if input_ids.shape[1] > config.n_positions:
+            raise ValueError(f"sequence of {input_ids.shape[1]} tokens exceeds the model's "
+                             f"{config.n_positions} positions")
+    named = trainable_parameters(model)
+    params = [param for _, param in named]
+    coords = probe_coords([param.numel() for param in params], seed, n_coords)
+    device = params[0].device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            input_ids = input_ids.to(device=device, dtype=torch.long)
+            loss = model(input_ids=input_ids, labels=input_ids).loss
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+    finally:
+        model.train(was_training)
+    # An unused parameter (none in GPT-2) has no gradient, which is a gradient of zero.
+    flat = [(torch.zeros_like(param) if grad is None else grad).reshape(-1)
+            for grad, param in zip(grads, params)]
+    values = torch.stack([flat[p][i] for p, i in coords])
+    return ProbeResult(loss=loss.item(), coords=coords, grad_values=values.float().cpu().tolist())
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    """Cosine similarity of two equally long vectors.
+
+    Returns 0.0 (no evidence of agreement) when either vector is all zeros or holds a non-finite
+    value, so a NaN answer can never pass a ``cosine >= threshold`` check by accident.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"vectors differ in length: {len(a)} != {len(b)}")
+    if not all(math.isfinite(x) for x in (*a, *b)):
+        return 0.0
+    norm = math.sqrt(math.fsum(x * x for x in a)) * math.sqrt(math.fsum(y * y for y in b))
+    if norm == 0.0:
+        return 0.0
+    return max(-1.0, min(1.0, math.fsum(x * y for x, y in zip(a, b)) / norm))

@@ -1,7 +1,9 @@
 """``hivetrain``: one entry point with a subcommand per job.
 
     hivetrain miner      train with the swarm
+    hivetrain validator  probe miners, verify their answers, set weights
     hivetrain swarm      run a whole local swarm on 127.0.0.1 (what ``make demo`` does)
+    hivetrain chain      create and inspect the embedded dev chain
 
 Bad flags and bad values stop with one line that says what to change (exit code 2), never a
 traceback; ``--help`` on each subcommand lists every option with its default.
@@ -36,34 +38,57 @@ def build_parser() -> argparse.ArgumentParser:
     miner = commands.add_parser("miner", help="train the shared model with the swarm",
                                 description="Join the swarm's DHT and train the shared model.")
     add_config_arguments(miner)
-    miner.set_defaults(handler=_run_miner)
+    miner.set_defaults(handler=_run_neuron)
 
+    validator = commands.add_parser("validator", help="probe miners, score them, set weights",
+                                    description="Hold the swarm model, probe every miner with "
+                                                "signed requests, verify the answers and set "
+                                                "weights on chain.")
+    add_config_arguments(validator)
+    validator.set_defaults(handler=_run_neuron)
+
+    from hivetrain.chain.cli import add_chain_subcommands
     from hivetrain.localnet.cli import add_swarm_command
 
     add_swarm_command(commands)
+    add_chain_subcommands(commands)
     return parser
 
 
-def _run_miner(args: argparse.Namespace) -> None:
-    cfg = config_from_args(args, role="miner")  # validate before the slow imports
-    from hivetrain.miner.neuron import run_miner
+def _run_neuron(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args, role=args.command)  # validate before the slow imports
     from hivetrain.telemetry import setup_logging
 
     setup_logging(cfg)
-    run_miner(cfg)
+    if args.command == "miner":
+        from hivetrain.miner.neuron import run_miner
+
+        run_miner(cfg)
+    else:
+        from hivetrain.validator.neuron import run_validator
+
+        run_validator(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.handler(args)
-    except ConfigError as error:
+        return args.handler(args) or 0
+    except (ConfigError, *_operator_errors()) as error:
         print(f"hivetrain {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+
+
+def _operator_errors() -> tuple[type, ...]:
+    """Errors whose message already says what to do: printed as one line, no traceback."""
+    from hivetrain.chain import ChainError
+    from hivetrain.miner.api import PortInUse
+    from hivetrain.swarm.dht import SwarmError
+
+    return ChainError, SwarmError, PortInUse
 
 
 def run_role(role: str, argv: list[str] | None = None) -> int:

@@ -166,6 +166,29 @@ class TrainConfig:
 
 
 @dataclass
+class ValidatorConfig:
+    interval: float = option(30.0, "Seconds between probe rounds.", check=positive)
+    timeout: float = option(10.0, "Seconds a miner has to answer a probe.", check=positive)
+    alpha: float = option(0.05, "Weight of the newest round in the score moving average.",
+                          check=positive)
+    weights_every: int = option(20, "Blocks between weight submissions (the chain's "
+                                     "weights_rate_limit also applies).", check=positive)
+    probe_batch_size: int = option(4, "Held-out sequences per probe.", check=positive)
+    max_epoch_lag: int = option(1, "Epochs a miner's model may lag the validator's and still be "
+                                   "acceptable.", check=non_negative)
+    loss_tolerance: float = option(0.05, "Relative difference allowed between a miner's loss and "
+                                         "the validator's recomputation.", check=positive)
+    min_cosine: float = option(0.8, "Minimum cosine similarity of the gradient spot-check.",
+                               check=fraction)
+
+
+@dataclass
+class BlacklistConfig:
+    min_stake: float = option(0.0, "Stake (TAO) a validator needs before a miner answers it.",
+                              check=non_negative)
+
+
+@dataclass
 class WandbConfig:
     off: bool = option(False, "Do not log to wandb.")
     project: Optional[str] = option(None, "wandb project (default: hivetrain-netuid<N>).")
@@ -187,6 +210,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validator: ValidatorConfig = field(default_factory=ValidatorConfig)
+    blacklist: BlacklistConfig = field(default_factory=BlacklistConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     role: str = "miner"
 

@@ -1,4 +1,5 @@
-"""``hivetrain swarm``: flags of the local swarm; model/data/train flags go to every miner."""
+"""``hivetrain swarm``: flags of the local swarm; model/data/train/validator flags go to every
+neuron."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ from pathlib import Path
 
 from hivetrain.config import add_config_arguments, config_from_args
 
-FORWARDED_SECTIONS = ["model", "data", "train", "wandb", "logging"]
+FORWARDED_SECTIONS = ["model", "data", "train", "validator", "wandb", "logging"]
 
 
 def add_swarm_command(commands) -> None:
     swarm = commands.add_parser(
-        "swarm", help="run a local swarm of miners on 127.0.0.1 (make demo)",
-        description="Start several real miner processes on 127.0.0.1 that train one model "
-                    "together through hivemind, show their progress, stop them cleanly and "
-                    "write a report (loss.png, report.json). Model, data and train flags are "
-                    "passed to every miner.")
+        "swarm", help="run a whole local subnet on 127.0.0.1 (make demo)",
+        description="Create an embedded dev chain and wallets, start real miner processes that "
+                    "train one model together through hivemind and a validator that scores them, "
+                    "show their progress, stop them cleanly and write a report (report.png, "
+                    "report.json). Model, data, train and validator flags go to every neuron.")
     group = swarm.add_argument_group("swarm options")
     group.add_argument("--swarm.miners", dest="swarm_miners", type=int, default=3,
                        metavar="N", help="number of miner processes (default: 3)")
+    group.add_argument("--swarm.validators", dest="swarm_validators", type=int, default=1,
+                       metavar="N", help="number of validator processes (default: 1)")
     group.add_argument("--swarm.duration", dest="swarm_duration", type=float, default=240.0,
                        metavar="SECONDS", help="training time before the swarm stops (default: 240)")
     group.add_argument("--swarm.dir", dest="swarm_dir", default=None, metavar="DIR",
@@ -52,11 +55,13 @@ def run_swarm_command(args: argparse.Namespace) -> None:
     from hivetrain.localnet.swarm import SwarmOptions, run_local_swarm
 
     config_from_args(args, role="miner", sections=FORWARDED_SECTIONS)  # fail fast on bad values
-    if args.swarm_miners < 1 or args.swarm_duration <= 0:
-        raise ConfigError("--swarm.miners and --swarm.duration must be positive")
+    if args.swarm_miners < 1 or args.swarm_validators < 0 or args.swarm_duration <= 0:
+        raise ConfigError("--swarm.miners and --swarm.duration must be positive, "
+                          "--swarm.validators zero or more")
     out_dir = Path(args.swarm_dir or f"runs/swarm-{time.strftime('%Y%m%d-%H%M%S')}")
     options = SwarmOptions(out_dir=out_dir, miners=args.swarm_miners,
-                           duration=args.swarm_duration, miner_flags=forwarded_flags(args))
+                           validators=args.swarm_validators, duration=args.swarm_duration,
+                           neuron_flags=forwarded_flags(args))
     try:
         run_local_swarm(options)
     except LaunchError as error:

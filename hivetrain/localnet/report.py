@@ -1,4 +1,4 @@
-"""The local swarm's live progress lines and its final report (PNG plot + JSON summary)."""
+"""The local swarm's live progress lines and its final report (PNG plots + JSON summary)."""
 
 from __future__ import annotations
 
@@ -18,61 +18,111 @@ def progress_line(name: str, records: list[dict]) -> str:
     """One line per miner: epoch, loss, held-out loss, peers, samples/s."""
     train = latest(records, "train")
     if train is None:
-        return f"{name:<9} starting..."
-    return (f"{name:<9} epoch {train['epoch']:>4}  loss {train['loss']:6.3f}  "
+        return f"{name:<11} starting..."
+    return (f"{name:<11} epoch {train['epoch']:>4}  loss {train['loss']:6.3f}  "
             f"held-out {train['heldout_loss']:6.3f}  peers {train['peers']:>2}  "
             f"{train['samples_per_second']:6.1f} samples/s  {train['samples']:>7} samples")
 
 
-def summarise(run_dirs: dict[str, Path], vocab_size: int, duration: float) -> dict:
-    """JSON-ready summary: per miner start/end held-out loss, epochs, samples and digests."""
+def validator_line(name: str, records: list[dict]) -> str:
+    """The validator's last round: each uid's round score and moving average."""
+    last = latest(records, "round")
+    if last is None:
+        return f"{name:<11} waiting for its first round..."
+    scores = "  ".join(f"uid{r['uid']} {r['score']:.1f} (ema {r['ema']:.2f})"
+                       for r in last["results"])
+    return f"{name:<11} epoch {last['epoch']:>4}  {scores}"
+
+
+def chain_incentive(options) -> dict[str, dict]:
+    """Per wallet name: uid, incentive and stake as the embedded chain computed them."""
+    from hivetrain.chain import Chain, load_wallet
+
+    chain = Chain.open("embedded", chain_path=str(options.chain_path), netuid=1)
+    try:
+        metagraph = chain.metagraph(refresh=True)
+    finally:
+        chain.close()
+    result = {}
+    for wallet_dir in sorted(options.wallet_path.iterdir()):
+        hotkey = load_wallet(wallet_dir.name, "default", str(options.wallet_path)).hotkey.ss58_address
+        uid = metagraph.uid_of(hotkey)
+        if uid is not None:
+            result[wallet_dir.name] = {"uid": uid, "incentive": metagraph.incentive[uid],
+                                       "stake": metagraph.stake[uid]}
+    return result
+
+
+def summarise(options, names: list[str], duration: float) -> dict:
+    """JSON-ready summary: per miner losses, epochs, samples; validator scores; incentive."""
     miners = {}
-    for name, run_dir in run_dirs.items():
-        records = read_metrics(run_dir)
+    vocab_size = 4096
+    for name in names:
+        records = read_metrics(options.out_dir / name)
         train = [r for r in records if r["kind"] == "train"]
-        epochs = [r for r in records if r["kind"] == "epoch"]
         start = latest(records, "start") or {}
+        vocab_size = start.get("vocab_size", vocab_size)
         miners[name] = {
-            "peer_id": start.get("peer_id"),
+            "uid": start.get("uid"), "peer_id": start.get("peer_id"),
             "first_heldout_loss": train[0]["heldout_loss"] if train else None,
             "last_heldout_loss": train[-1]["heldout_loss"] if train else None,
             "best_heldout_loss": min((r["heldout_loss"] for r in train), default=None),
-            "epochs": epochs[-1]["epoch"] if epochs else 0,
+            "epochs": max((r["epoch"] for r in train), default=0),
             "samples": train[-1]["samples"] if train else 0,
-            "last_digest": epochs[-1]["digest"] if epochs else None,
             "max_peers": max((r["peers"] for r in train), default=0),
         }
+    validators = {}
+    for i in range(1, options.validators + 1):
+        rounds = [r for r in read_metrics(options.out_dir / f"validator{i}") if r["kind"] == "round"]
+        validators[f"validator{i}"] = {
+            "rounds": len(rounds),
+            "last_round": {str(r["uid"]): {"score": r["score"], "ema": r["ema"], "reason": r["reason"]}
+                           for r in (rounds[-1]["results"] if rounds else [])},
+        }
     return {"duration_seconds": duration, "initial_loss_bound": math.log(vocab_size),
-            "miners": miners}
+            "miners": miners, "validators": validators, "chain": chain_incentive(options)}
 
 
-def write_report(out_dir: Path, run_dirs: dict[str, Path], summary: dict) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``loss.png`` (train and held-out loss against samples)."""
+def write_report(options, names: list[str], summary: dict) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.png``: losses per miner, and validator scores."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for index, (name, run_dir) in enumerate(run_dirs.items()):
-        train = [r for r in read_metrics(run_dir) if r["kind"] == "train" and r["samples"] > 0]
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(14, 5))
+    for index, name in enumerate(names):
+        train = [r for r in read_metrics(options.out_dir / name)
+                 if r["kind"] == "train" and r["samples"] > 0]
         color = f"C{index}"
-        ax.plot([r["samples"] for r in train], [r["loss"] for r in train], color=color,
-                alpha=0.45, label=f"{name} train")
-        ax.plot([r["samples"] for r in train], [r["heldout_loss"] for r in train], color=color,
-                marker="o", markersize=3, label=f"{name} held-out")
-    ax.axhline(summary["initial_loss_bound"], color="grey", linestyle=":",
-               label="ln(vocab): uniform guess")
-    ax.set_xlabel("samples trained by this miner")
-    ax.set_ylabel("cross-entropy loss (nats/token)")
-    ax.set_title("hivetrain local swarm")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
-    png = out_dir / "loss.png"
-    fig.savefig(png.with_suffix(".tmp.png"), dpi=110, bbox_inches="tight")
+        loss_ax.plot([r["samples"] for r in train], [r["loss"] for r in train], color=color,
+                     alpha=0.45, label=f"{name} train")
+        loss_ax.plot([r["samples"] for r in train], [r["heldout_loss"] for r in train],
+                     color=color, marker="o", markersize=3, label=f"{name} held-out")
+    loss_ax.axhline(summary["initial_loss_bound"], color="grey", linestyle=":",
+                    label="ln(vocab): uniform guess")
+    loss_ax.set(xlabel="samples trained by this miner", ylabel="cross-entropy (nats/token)",
+                title="miners: train and held-out loss")
+    loss_ax.legend(fontsize=8, ncol=2)
+    loss_ax.grid(alpha=0.3)
+    uid_names = {v["uid"]: k for k, v in summary["chain"].items()}
+    for i in range(1, options.validators + 1):
+        rounds = [r for r in read_metrics(options.out_dir / f"validator{i}") if r["kind"] == "round"]
+        for uid in sorted({res["uid"] for r in rounds for res in r["results"]}):
+            series = [(r["time"] - rounds[0]["time"], res["ema"]) for r in rounds
+                      for res in r["results"] if res["uid"] == uid]
+            incentive = summary["chain"].get(uid_names.get(uid, ""), {}).get("incentive", 0.0)
+            score_ax.plot(*zip(*series), marker="o", markersize=3,
+                          label=f"uid{uid} {uid_names.get(uid, '')} (incentive {incentive:.2f})")
+    score_ax.set(xlabel="seconds since the first round", ylabel="score (moving average)",
+                 title="validator scores; chain incentive in the legend")
+    score_ax.legend(fontsize=8)
+    score_ax.grid(alpha=0.3)
+    png = options.out_dir / "report.png"
+    fig.savefig(png.with_suffix(".tmp.png"), dpi=100, bbox_inches="tight")
     plt.close(fig)
     os.replace(png.with_suffix(".tmp.png"), png)
-    report = out_dir / "report.json"
+    report = options.out_dir / "report.json"
     report.with_suffix(".tmp").write_text(json.dumps(summary, indent=2))
     os.replace(report.with_suffix(".tmp"), report)
     return png, report

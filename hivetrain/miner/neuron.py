@@ -1,6 +1,7 @@
 """Miner start-up, in the order an operator reads in the log.
 
-data -> model -> run_id -> checkpoint -> DHT -> optimizer -> catch up with peers -> train.
+chain + registration -> data -> model -> run_id -> checkpoint -> DHT (bootstrapped from chain
+commitments) -> optimizer -> catch up with peers -> API served on chain -> train.
 Shutdown on SIGINT/SIGTERM is graceful: the loop finishes its step, writes a checkpoint and
 leaves the DHT, so a restart resumes where it stopped.
 """
@@ -16,12 +17,15 @@ from pathlib import Path
 import torch
 
 from hivetrain import __version__
-from hivetrain.config import Config, check_port_free, fingerprint, run_id, swarm_agreement
-from hivetrain.data import load_token_data, load_tokenizer, tokenizer_digest
+from hivetrain.config import Config, check_port_free
+from hivetrain.membership import join_swarm, open_chain
+from hivetrain.miner.api import ApiServer, create_app
 from hivetrain.miner.checkpoint import load_checkpoint
+from hivetrain.miner.service import MinerService
 from hivetrain.miner.trainer import Trainer
-from hivetrain.model.gpt2 import build_model, count_parameters, model_fingerprint_facts
-from hivetrain.swarm.dht import start_dht, visible_maddrs
+from hivetrain.model.gpt2 import count_parameters
+from hivetrain.recipe import build_recipe
+from hivetrain.swarm.dht import visible_maddrs
 from hivetrain.swarm.optimizer import make_optimizer
 from hivetrain.telemetry import Telemetry
 
@@ -49,56 +53,51 @@ def write_peer_file(run_dir: Path, **info) -> None:
     os.replace(tmp, path)
 
 
-def compute_run_id(cfg: Config, model, tokenizer) -> str:
-    agreed = {**swarm_agreement(cfg), "model": model_fingerprint_facts(model),
-              "tokenizer": tokenizer_digest(tokenizer)}
-    return run_id(cfg.model.preset, fingerprint(agreed))
-
-
 def run_miner(cfg: Config) -> None:
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     check_port_free(cfg.dht.port, "--dht.port")
+    check_port_free(cfg.axon.port, "--axon.port")
     device = resolve_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
-    tokenizer = load_tokenizer(cfg.data.tokenizer)
-    data = load_token_data(cfg.data, tokenizer)
-    model = build_model(cfg.model.preset, data.vocab_size, cfg.data.seq_len, cfg.neuron.seed,
-                        cfg.model.pretrained)
-    swarm_run_id = compute_run_id(cfg, model, tokenizer)
-    logger.info("hivetrain %s miner: %s, %.2fM parameters, run_id %s, device %s", __version__,
-                cfg.model.preset, count_parameters(model) / 1e6, swarm_run_id, device)
-
-    checkpoint = load_checkpoint(run_dir, swarm_run_id)
+    chain, uid = open_chain(cfg)
+    recipe = build_recipe(cfg)
+    model, data = recipe.model, recipe.data
+    logger.info("hivetrain %s miner uid %d: %s, %.2fM parameters, run_id %s, device %s",
+                __version__, uid, cfg.model.preset, count_parameters(model) / 1e6, recipe.run_id,
+                device)
+    checkpoint = load_checkpoint(run_dir, recipe.run_id)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model)
         logger.info("resuming from checkpoint at epoch %d (%d samples)", checkpoint.epoch,
                     checkpoint.samples)
     model.to(device)
 
-    dht = start_dht(cfg.dht.host_ip, cfg.dht.port, cfg.dht.announce_ip, cfg.dht.initial_peers,
-                    run_dir / "identity.key", cfg.dht.bootstrap_timeout)
-    peer_id = str(dht.peer_id)
-    write_peer_file(run_dir, peer_id=peer_id, maddrs=visible_maddrs(dht), run_id=swarm_run_id,
-                    pid=os.getpid(), version=__version__)
-    optimizer = make_optimizer(dht, swarm_run_id, model, cfg.train, device)
+    member = join_swarm(cfg, chain, uid)
+    optimizer = make_optimizer(member.dht, recipe.run_id, model, cfg.train, device)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint.optimizer)
     catch_up_with_swarm(optimizer)
 
-    telemetry = Telemetry(cfg, run_name=f"miner-{cfg.wallet.hotkey}-{peer_id[-8:]}",
-                          group=swarm_run_id)
-    telemetry.log("start", peer_id=peer_id, run_id=swarm_run_id, epoch=optimizer.local_epoch,
-                  resumed_epoch=checkpoint.epoch if checkpoint else None,
-                  parameters=count_parameters(model), vocab_size=data.vocab_size,
-                  device=str(device))
-    trainer = Trainer(model, optimizer, data.train_batches(peer_id, cfg.train.batch_size,
-                                                           cfg.data.seq_len),
+    telemetry = Telemetry(cfg, run_name=f"miner-uid{uid}-{chain.hotkey[:8]}", group=recipe.run_id)
+    trainer = Trainer(model, optimizer,
+                      data.train_batches(member.peer_id, cfg.train.batch_size, cfg.data.seq_len),
                       data.heldout_batches(cfg.train.eval_batches, cfg.train.batch_size,
                                            cfg.data.seq_len),
-                      cfg.train, device, telemetry, run_dir, swarm_run_id)
+                      cfg.train, device, telemetry, run_dir, recipe.run_id)
+    service = MinerService(trainer, chain, member.peer_id, cfg.blacklist.min_stake)
+    api = ApiServer(create_app(chain.wallet, authorize=service.authorize, probe=service.probe,
+                               status=service.status), port=cfg.axon.port).start()
+    chain.serve(cfg.axon.external_ip or cfg.dht.announce_ip or "127.0.0.1", api.port)
+    write_peer_file(run_dir, peer_id=member.peer_id, maddrs=visible_maddrs(member.dht),
+                    run_id=recipe.run_id, uid=uid, hotkey=chain.hotkey, api_port=api.port,
+                    pid=os.getpid(), version=__version__)
+    telemetry.log("start", peer_id=member.peer_id, run_id=recipe.run_id, uid=uid,
+                  epoch=optimizer.local_epoch, parameters=count_parameters(model),
+                  resumed_epoch=checkpoint.epoch if checkpoint else None,
+                  vocab_size=data.vocab_size, device=str(device))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: trainer.stop.set())
     try:
@@ -106,8 +105,10 @@ def run_miner(cfg: Config) -> None:
     finally:
         telemetry.log("stop", epoch=optimizer.local_epoch, samples=trainer.state.samples)
         telemetry.close()
+        api.stop()
         optimizer.shutdown()
-        dht.shutdown()
+        member.dht.shutdown()
+        chain.close()
     logger.info("miner stopped at epoch %d after %d samples", optimizer.local_epoch,
                 trainer.state.samples)
 

@@ -1,0 +1,54 @@
+"""Validator start-up: chain + registration -> the swarm's recipe -> DHT -> rounds.
+
+The validator builds the same model and run_id as the miners and joins their DHT with a
+hivemind.Optimizer that never steps: it exists to load the swarm-global state from peers, so
+every probe is checked against the model the swarm actually holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import torch
+
+from hivetrain import __version__
+from hivetrain.config import Config, check_port_free
+from hivetrain.membership import join_swarm, open_chain
+from hivetrain.miner.neuron import resolve_device
+from hivetrain.recipe import build_recipe
+from hivetrain.swarm.optimizer import make_optimizer
+from hivetrain.telemetry import Telemetry
+from hivetrain.validator.loop import Validator
+
+logger = logging.getLogger(__name__)
+
+
+def run_validator(cfg: Config) -> None:
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    check_port_free(cfg.dht.port, "--dht.port")
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    chain, uid = open_chain(cfg)
+    recipe = build_recipe(cfg)
+    model = recipe.model.to(device)
+    logger.info("hivetrain %s validator uid %d on run_id %s, device %s", __version__, uid,
+                recipe.run_id, device)
+    member = join_swarm(cfg, chain, uid)
+    optimizer = make_optimizer(member.dht, recipe.run_id, model, cfg.train, device)
+    telemetry = Telemetry(cfg, run_name=f"validator-uid{uid}-{chain.hotkey[:8]}",
+                          group=recipe.run_id)
+    telemetry.log("start", peer_id=member.peer_id, run_id=recipe.run_id, uid=uid)
+    validator = Validator(cfg.validator, chain, uid, model, optimizer, recipe.data,
+                          cfg.data.seq_len, telemetry, cfg.run_dir)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: validator.stop.set())
+    try:
+        validator.run()
+    finally:
+        telemetry.close()
+        optimizer.shutdown()
+        member.dht.shutdown()
+        chain.close()
+    logger.info("validator stopped after %d rounds", validator.scores.rounds)

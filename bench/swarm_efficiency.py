@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 from hivetrain.localnet.processes import ProcessGroup
-from hivetrain.localnet.swarm import miner_args
-from hivetrain.miner.neuron import PEER_FILE
+from hivetrain.localnet.swarm import SwarmOptions, prepare_chain, start_neurons
 from hivetrain.telemetry import read_metrics
 
 COMMON = ["--model.preset", "tiny", "--data.seq_len", "128", "--train.batch_size", "8",
@@ -70,20 +69,17 @@ def standalone(seconds: float, warmup: float) -> dict:
 
 
 def swarm(peers: int, seconds: float, warmup: float, flags: list[str], out: Path) -> dict:
-    """N miners on loopback; rate from each miner's metrics after the warm-up."""
-    dirs = [out / f"peer{i}" for i in range(1, peers + 1)]
+    """N miners on loopback (embedded chain, no validator); rate from their metrics after warm-up."""
+    options = SwarmOptions(out_dir=out, miners=peers, validators=0, neuron_flags=COMMON + flags)
+    prepare_chain(options)
     with ProcessGroup(grace_seconds=20) as group:
-        first = group.start("peer1", dirs[0], miner_args(dirs[0], 1, [], COMMON + flags))
-        maddrs = group.wait_for_file(first, PEER_FILE, 180)["maddrs"]
-        others = [group.start(f"peer{i}", d, miner_args(d, i, maddrs, COMMON + flags))
-                  for i, d in enumerate(dirs[1:], start=2)]
-        for neuron in others:
-            group.wait_for_file(neuron, PEER_FILE, 180)
+        names, _ = start_neurons(group, options)
         start = time.time()
         while time.time() - start < seconds:
             group.check_alive()
             time.sleep(1.0)  # the benchmark's measuring window, not synchronisation
         end = time.time()
+    dirs = [out / name for name in names]
     total_rate, losses, epochs = 0.0, [], 0
     for run_dir in dirs:
         train = [r for r in read_metrics(run_dir) if r["kind"] == "train"]

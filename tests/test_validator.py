@@ -1,0 +1,149 @@
+"""The validator against real miners on loopback: honest, cheating, slow, broken and down.
+
+Every miner is registered on an embedded dev chain and serves its endpoint there; the validator
+is a real ``hivetrain validator`` process that probes them with signed requests, recomputes
+every answer on its own copy of the swarm model and sets weights on the chain.
+"""
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hivetrain.chain import Chain, create_dev_wallet, register_dev
+from hivetrain.localnet.processes import ProcessGroup
+from hivetrain.localnet.swarm import NETUID, SwarmOptions, neuron_args, prepare_chain
+from hivetrain.miner.neuron import PEER_FILE
+from hivetrain.telemetry import read_metrics
+
+FLAGS = ["--model.preset", "tiny", "--data.seq_len", "64", "--train.batch_size", "4",
+         "--train.target_batch_size", "192", "--train.matchmaking_time", "2",
+         "--train.averaging_timeout", "20", "--train.log_every", "5", "--train.eval_batches", "1",
+         "--train.checkpoint_every", "0", "--train.lr", "1e-3", "--train.warmup_epochs", "0",
+         "--wandb.off"]
+VALIDATOR_FLAGS = ["--validator.interval", "4", "--validator.alpha", "0.5",
+                   "--validator.timeout", "8", "--validator.weights_every", "5"]
+ADVERSARY = str(Path(__file__).with_name("adversarial_miner.py"))
+CHEATERS = ("lie_loss", "wrong_grad", "other_model")
+
+
+class Junk(BaseHTTPRequestHandler):
+    """Answers every probe with 200 and a body that is not a probe answer."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"loss": "low", "epoch": -1}')
+
+    def log_message(self, *args):
+        pass
+
+
+class Slow(Junk):
+    """Holds every probe longer than the validator's timeout before answering."""
+
+    def do_POST(self):
+        time.sleep(12)  # the behaviour under test: slower than --validator.timeout 8
+        super().do_POST()
+
+
+def serve_http(handler):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def register_endpoint(options, name, port):
+    """A registered hotkey whose served endpoint is ``127.0.0.1:port`` (no miner process)."""
+    wallet = create_dev_wallet(name, "default", str(options.wallet_path))
+    register_dev(options.chain_path, NETUID, wallet)
+    chain = Chain.open("embedded", chain_path=str(options.chain_path), netuid=NETUID, wallet=wallet)
+    try:
+        assert chain.serve("127.0.0.1", port)
+        return chain.uid
+    finally:
+        chain.close()
+
+
+def rounds(run_dir):
+    return [r for r in read_metrics(run_dir) if r["kind"] == "round"]
+
+
+def wait_until(predicate, timeout, what, group):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        group.check_alive()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)  # polling other processes' metrics files
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def subnet(tmp_path_factory):
+    options = SwarmOptions(out_dir=tmp_path_factory.mktemp("subnet"), miners=1, validators=1,
+                           block_time=0.5, neuron_flags=FLAGS)
+    prepare_chain(options)
+    junk, slow = serve_http(Junk), serve_http(Slow)
+    uids = {"down": register_endpoint(options, "down", 1),
+            "junk": register_endpoint(options, "junk", junk.server_address[1]),
+            "slow": register_endpoint(options, "slow", slow.server_address[1])}
+    for mode in CHEATERS:
+        register_dev(options.chain_path, NETUID,
+                     create_dev_wallet(mode, "default", str(options.wallet_path)))
+    with ProcessGroup(grace_seconds=20) as group:
+        honest = group.start("miner1", options.out_dir / "miner1",
+                             neuron_args("miner", "miner1", options))
+        uids["honest"] = group.wait_for_file(honest, PEER_FILE, 180)["uid"]
+        cheaters = [group.start(mode, options.out_dir / mode, neuron_args("miner", mode, options),
+                                program=(ADVERSARY, mode)) for mode in CHEATERS]
+        for mode, neuron in zip(CHEATERS, cheaters):
+            uids[mode] = group.wait_for_file(neuron, PEER_FILE, 180)["uid"]
+        group.start("validator1", options.out_dir / "validator1",
+                    neuron_args("validator", "validator1", options, VALIDATOR_FLAGS))
+        yield group, options, uids
+    junk.shutdown()
+    slow.shutdown()
+
+
+def test_scores_follow_the_rule(subnet):
+    group, options, uids = subnet
+    validator_dir = options.out_dir / "validator1"
+    # Three full rounds after every miner has reached the swarm's second epoch.
+    history = wait_until(lambda: (lambda r: r if len(r) >= 3 and r[-3]["epoch"] >= 2 else None)(
+        rounds(validator_dir)), 400, "three validator rounds at epoch 2 or later", group)
+    last = {r["uid"]: r for r in history[-1]["results"]}
+    print(json.dumps({name: (last[uid]["score"], last[uid]["reason"]) for name, uid in uids.items()},
+                     indent=1))
+    assert last[uids["honest"]]["score"] == 1.0, last[uids["honest"]]["reason"]
+    for cheater in CHEATERS:
+        assert last[uids[cheater]]["score"] == 0.3, (cheater, last[uids[cheater]]["reason"])
+    for absent in ("down", "junk", "slow"):
+        assert last[uids[absent]]["score"] == 0.1, (absent, last[uids[absent]]["reason"])
+    ema = {name: last[uid]["ema"] for name, uid in uids.items()}
+    assert ema["honest"] > max(ema[c] for c in CHEATERS) > max(ema[a] for a in ("down", "junk", "slow"))
+
+
+def test_weights_on_chain_rank_the_honest_miner_first(subnet):
+    group, options, uids = subnet
+    chain = Chain.open("embedded", chain_path=str(options.chain_path), netuid=NETUID)
+    try:
+        metagraph = chain.metagraph(refresh=True)
+        validator_uid = next(uid for uid in metagraph.uids if metagraph.validator_permit[uid])
+
+        def honest_on_top():
+            row = chain.weights().get(validator_uid, {})
+            return row if row and max(row, key=row.get) == uids["honest"] else None
+
+        row = wait_until(honest_on_top, 120, "weights that rank the honest miner first", group)
+    finally:
+        chain.close()
+    assert row[uids["honest"]] > max(row[uids[c]] for c in CHEATERS)
+    assert min(row[uids[c]] for c in CHEATERS) > max(row[uids[a]] for a in ("down", "junk", "slow"))

@@ -1,6 +1,7 @@
 # The two commands of the README, each doing its own set-up.
 #   make demo   virtualenv + pinned install + post_install.py + the local swarm
 #   make test   the same set-up + test dependencies (pytest, pm2 from npm) + the test suite
+#   make test-slow / make bench   soak tests and benchmark figures (docs/benchmarks.md)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,13 +21,19 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# pm2 pinned in package.json, installed into the project's own node_modules (the auto-updater
+# tests drive a real pm2 daemon).
+node_modules/.bin/pm2: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.installed
 	$(PY) post_install.py
 
 demo: install
 	$(PY) -m hivetrain swarm --swarm.dir runs/demo $(ARGS)
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev node_modules/.bin/pm2
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.installed-dev

@@ -3,6 +3,7 @@
     hivetrain miner      train with the swarm
     hivetrain validator  probe miners, verify their answers, set weights
     hivetrain swarm      run a whole local swarm on 127.0.0.1 (what ``make demo`` does)
+    hivetrain status     the swarm at a glance: epochs, peers, scores, endpoints
     hivetrain chain      create and inspect the embedded dev chain
 
 Bad flags and bad values stop with one line that says what to change (exit code 2), never a
@@ -50,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     from hivetrain.chain.cli import add_chain_subcommands
     from hivetrain.localnet.cli import add_swarm_command
 
+    from hivetrain.status import add_status_command
+
     add_swarm_command(commands)
+    add_status_command(commands)
     add_chain_subcommands(commands)
     return parser
 

@@ -169,7 +169,8 @@ def create_app(keypair, *, authorize: Callable[[str], Optional[str]],
     :param authorize: ``caller_hotkey -> None`` to allow, or the refusal reason (sent with 403).
     :param probe: runs the probe (hivetrain.model.probe) on the current model and returns the
         :class:`~hivetrain.protocol.ProbeAnswer` fields. Called from a worker thread, one call at
-        a time; it must take the trainer's lock itself. A ``ValueError`` becomes a 422.
+        a time; it must read a consistent copy of the model (the miner probes the copy its
+        trainer publishes at each epoch). A ``ValueError`` becomes a 422.
     :param status: returns ``epoch``, ``peer_id``, ``samples_per_second`` and ``device``.
     """
     signer = resolve_signer(keypair, role="hotkey")

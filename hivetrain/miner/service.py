@@ -1,8 +1,8 @@
 """What the miner's API answers: probes on the live model, status, and who may ask.
 
-The probe runs between training steps (under the trainer's lock) on the swarm-global parameters
-the miner holds, so a validator that recomputes the same batch on the same epoch gets the same
-loss and gradient.
+The probe runs on the copy of the swarm-global parameters the trainer publishes at every epoch
+(never on the live model mid-step), so a validator that recomputes the same batch at the same
+epoch gets the same loss and gradient, and a probe never waits for an averaging round.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ class MinerService:
         input_ids = torch.tensor(request.input_ids, dtype=torch.long, device=trainer.device)
         if int(input_ids.max()) >= trainer.model.config.vocab_size:
             raise ValueError("token id outside the model's vocabulary")
-        with trainer.lock:
-            result = probe_loss_and_grad(trainer.model, input_ids, request.seed, request.n_coords)
+        with trainer.published_lock:
+            result = probe_loss_and_grad(trainer.published, input_ids, request.seed,
+                                         request.n_coords)
             answer = {"loss": result.loss, "coords": result.coords, "grad_values": result.grad_values,
-                      "epoch": trainer.opt.local_epoch, "param_digest": param_digest(trainer.model),
-                      "peer_id": self.peer_id,
+                      "epoch": trainer.published_epoch,
+                      "param_digest": param_digest(trainer.published), "peer_id": self.peer_id,
                       "samples_since_last_probe": trainer.state.samples_since_probe}
-            trainer.state.samples_since_probe = 0
+        trainer.state.samples_since_probe = 0
         return answer
 
     def status(self) -> dict:

@@ -2,13 +2,18 @@
 
 Local work is ordinary PyTorch; the hivemind.Optimizer decides when the swarm has accumulated
 enough samples and performs the averaged step. The loop only watches for the epoch changing,
-which is when it records the parameter digest (peers at the same epoch must agree on it) and
-writes checkpoints.
+which is when it publishes a copy of the new swarm-global parameters for the API to probe,
+records the parameter sketch (peers at the same epoch must agree on it) and writes checkpoints.
+
+Probes run on the published copy, never on the live model: ``opt.step()`` can spend seconds in
+matchmaking and all-reduce, and a probe must neither wait for that nor read parameters halfway
+through an update.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import threading
@@ -45,18 +50,26 @@ class Trainer:
 
     :param batches: iterator of [batch, seq] token tensors from this miner's own data shard.
     :param heldout: fixed held-out batches, never trained on, for the held-out loss.
-    :param lock: held while the model is touched, so the API can probe between steps.
     """
 
     def __init__(self, model, optimizer, batches, heldout, train: TrainConfig, device: torch.device,
-                 telemetry: Telemetry, run_dir, run_id: str, lock: threading.Lock | None = None):
+                 telemetry: Telemetry, run_dir, run_id: str):
         self.model, self.opt, self.batches, self.heldout = model, optimizer, batches, heldout
         self.train, self.device, self.telemetry = train, device, telemetry
         self.run_dir, self.run_id = run_dir, run_id
-        self.lock = lock or threading.Lock()
         self.state = TrainingState()
         self.stop = threading.Event()
         self._small_model = sum(p.numel() for p in model.parameters()) <= DIGEST_MAX_PARAMS
+        self.published_lock = threading.Lock()
+        self.published = copy.deepcopy(model).eval()
+        self.published_epoch = optimizer.local_epoch
+
+    def publish(self, epoch: int) -> None:
+        """Copy the swarm-global parameters of ``epoch`` to the model that probes read."""
+        with self.published_lock, torch.no_grad():
+            for published, live in zip(self.published.parameters(), self.model.parameters()):
+                published.copy_(live)
+            self.published_epoch = epoch
 
     def autocast(self):
         """bf16 autocast on CUDA (parameters and optimizer stay fp32); plain fp32 on the CPU."""
@@ -73,12 +86,11 @@ class Trainer:
         self.report(window_losses, 0.0)
         while not self.stop.is_set() and time.monotonic() < deadline:
             batch = next(self.batches).to(self.device, non_blocking=True)
-            with self.lock:
-                with self.autocast():
-                    loss = self.model(input_ids=batch, labels=batch).loss
-                loss.backward()
-                self.opt.step()
-                self.opt.zero_grad()
+            with self.autocast():
+                loss = self.model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad()
             window_losses.append(loss.item())
             window_samples += batch.shape[0]
             self.state.samples += batch.shape[0]
@@ -96,6 +108,7 @@ class Trainer:
         self.save()
 
     def on_new_epoch(self, epoch: int) -> None:
+        self.publish(epoch)
         digest = param_digest(self.model) if self._small_model else None
         sketch = param_sketch(self.model) if self._small_model else None
         peers = self.opt.tracker.global_progress.num_peers
@@ -108,16 +121,15 @@ class Trainer:
 
     @torch.no_grad()
     def heldout_loss(self) -> float:
-        with self.lock:
-            self.model.eval()
-            try:
-                losses = []
-                for batch in self.heldout:
-                    batch = batch.to(self.device)
-                    with self.autocast():
-                        losses.append(self.model(input_ids=batch, labels=batch).loss.item())
-            finally:
-                self.model.train()
+        self.model.eval()
+        try:
+            losses = []
+            for batch in self.heldout:
+                batch = batch.to(self.device)
+                with self.autocast():
+                    losses.append(self.model(input_ids=batch, labels=batch).loss.item())
+        finally:
+            self.model.train()
         return sum(losses) / len(losses)
 
     def report(self, losses: list[float], samples_per_second: float) -> None:
@@ -136,9 +148,8 @@ class Trainer:
     def save(self) -> None:
         if not self.train.checkpoint_every:
             return
-        with self.lock:
-            checkpoint = Checkpoint(run_id=self.run_id, epoch=self.opt.local_epoch,
-                                    samples=self.state.samples, model=self.model.state_dict(),
-                                    optimizer=self.opt.state_dict())
-            path = save_checkpoint(self.run_dir, checkpoint)
+        checkpoint = Checkpoint(run_id=self.run_id, epoch=self.opt.local_epoch,
+                                samples=self.state.samples, model=self.model.state_dict(),
+                                optimizer=self.opt.state_dict())
+        path = save_checkpoint(self.run_dir, checkpoint)
         logger.info("checkpoint at epoch %d written to %s", checkpoint.epoch, path)

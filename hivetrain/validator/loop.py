@@ -4,11 +4,18 @@ Each miner gets its own held-out batch and gradient coordinates, drawn from the 
 hash, the validator's hotkey and the miner's uid, so no miner can answer with another's work or
 precompute an answer. The validator recomputes every probe on its own copy of the swarm model
 and scores with the subnet's rule (1.0 / 0.3 / 0.1, see :mod:`hivetrain.validator.scoring`).
+
+The swarm steps every few seconds on small models, so a miner's answer may come from the epoch
+just before or just after the validator's. One optimizer step changes the gradient at a
+coordinate a lot (measured cosine between adjacent epochs: -0.4 to 0.9), so the validator keeps
+the parameters of the recent epochs and recomputes each answer at the epoch the miner reports;
+whether that epoch is recent enough is a separate check (``--validator.max_epoch_lag``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import threading
@@ -39,6 +46,7 @@ class RoundResult:
     uid: int
     hotkey: str
     responded: bool
+    epoch: int | None
     loss: float
     reference_loss: float
     cosine: float
@@ -64,6 +72,8 @@ class Validator:
                                      loss_rel_tol=cfg.loss_tolerance, min_cosine=cfg.min_cosine)
         self.last_weights_block = -math.inf
         self.stop = threading.Event()
+        self.reference_model = copy.deepcopy(model)
+        self.snapshots: dict[int, dict] = {}  # epoch -> parameters, for the recent epochs only
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -71,12 +81,18 @@ class Validator:
             self.stop.wait(self.cfg.interval)  # the round cadence; wakes at once on stop
 
     def sync_model(self) -> int:
-        """Load the swarm-global state when the swarm is ahead; returns the model's epoch."""
-        tracker = self.opt.tracker
-        if tracker.global_epoch > self.opt.local_epoch:
-            self.opt.load_state_from_peers()
+        """Load the swarm-global state when the swarm is ahead and remember its parameters."""
+        if self.opt.tracker.global_epoch > self.opt.local_epoch:
+            # The state averager's own loader keeps the epoch the state was saved at; the
+            # Optimizer's wrapper would relabel it as the swarm's next epoch while catching up.
+            self.opt.state_averager.load_state_from_peers(timeout=self.opt.load_state_timeout)
             logger.info("loaded swarm state at epoch %d", self.opt.local_epoch)
-        return self.opt.local_epoch
+        epoch = self.opt.local_epoch
+        if epoch not in self.snapshots:
+            self.snapshots[epoch] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        for old in [e for e in self.snapshots if e < epoch - self.cfg.max_epoch_lag]:
+            del self.snapshots[old]
+        return epoch
 
     def run_round(self) -> list[RoundResult]:
         metagraph = self.chain.metagraph(refresh=True)
@@ -87,6 +103,8 @@ class Validator:
         requests = {uid: self.make_request(block_hash, uid, epoch) for uid in uids}
         targets = {uid: _target(uid, metagraph.hotkeys[uid], metagraph.axons[uid]) for uid in uids}
         replies = asyncio.run(self.probe_all(targets, requests))
+        if any(r is not None and r.response.epoch > max(self.snapshots) for r in replies.values()):
+            self.sync_model()  # a miner is at the next epoch: fetch it to check its answer
         results = [self.judge(uid, metagraph.hotkeys[uid], requests[uid], replies.get(uid), epoch)
                    for uid in uids]
         self.scores = update_ema(self.scores, dict(enumerate(metagraph.hotkeys)),
@@ -115,11 +133,16 @@ class Validator:
               epoch: int) -> RoundResult:
         if reply is None:
             score, reason = classify(ProbeOutcome(responded=False), self.tolerances)
-            return RoundResult(uid, hotkey, False, math.nan, math.nan, math.nan, score, math.nan,
-                               reason)
+            return RoundResult(uid, hotkey, False, None, math.nan, math.nan, math.nan, score,
+                               math.nan, reason)
         answer = reply.response
-        device = next(self.model.parameters()).device
-        reference = probe_loss_and_grad(self.model, torch.tensor(request.input_ids, device=device),
+        # Recompute at the epoch the miner reports when we hold it; otherwise at the newest we
+        # hold. The lag check compares with the epoch the request was sent at.
+        held = self.snapshots.get(answer.epoch, self.snapshots[max(self.snapshots)])
+        self.reference_model.load_state_dict(held)
+        device = next(self.reference_model.parameters()).device
+        reference = probe_loss_and_grad(self.reference_model,
+                                        torch.tensor(request.input_ids, device=device),
                                         request.seed, request.n_coords)
         coords_match = [tuple(c) for c in answer.coords] == [tuple(c) for c in reference.coords]
         similarity = cosine(answer.grad_values, reference.grad_values) if coords_match else math.nan
@@ -127,8 +150,8 @@ class Validator:
                                reported_loss=answer.loss, reference_loss=reference.loss,
                                coords_match=coords_match, grad_cosine=similarity)
         score, reason = classify(outcome, self.tolerances)
-        return RoundResult(uid, hotkey, True, answer.loss, reference.loss, similarity, score,
-                           math.nan, reason)
+        return RoundResult(uid, hotkey, True, answer.epoch, answer.loss, reference.loss,
+                           similarity, score, math.nan, reason)
 
     def report(self, results: list[RoundResult], epoch: int, block: int) -> None:
         lines = [f"round at block {block}, swarm epoch {epoch}:",

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import hivemind
-from hivemind.optim.progress_tracker import LocalTrainingProgress
+from hivemind.p2p import PeerID
+from hivemind.dht.schema import RSASignatureValidator, SchemaValidator
+from hivemind.optim.progress_tracker import LocalTrainingProgress, TrainingProgressSchema
 from hivemind.utils import get_dht_time
 
 
@@ -23,6 +25,9 @@ class PeerProgress:
 
 def read_progress(dht: hivemind.DHT, run_id: str) -> list[PeerProgress]:
     """Each peer's last progress report for ``run_id``, newest epoch first."""
+    # The reports are signed records; the same validators the trainers use strip and check them.
+    dht.add_validators([SchemaValidator(TrainingProgressSchema, prefix=run_id),
+                        RSASignatureValidator()])
     found = dht.get(f"{run_id}_progress", latest=True)
     entries = found.value if found is not None and isinstance(found.value, dict) else {}
     now = get_dht_time()
@@ -31,6 +36,6 @@ def read_progress(dht: hivemind.DHT, run_id: str) -> list[PeerProgress]:
         if entry.value is None:
             continue
         progress = LocalTrainingProgress.parse_obj(entry.value)
-        peers.append(PeerProgress(hivemind.PeerID(progress.peer_id).to_base58(), progress.epoch,
+        peers.append(PeerProgress(PeerID(progress.peer_id).to_base58(), progress.epoch,
                                   progress.samples_per_second, now - progress.time))
     return sorted(peers, key=lambda p: (-p.epoch, p.peer_id))

@@ -56,7 +56,7 @@ class Telemetry:
         if self._wandb_run is not None:
             offline = self._wandb_run.settings.mode == "offline"
             directory = self._wandb_run.dir
-            self._wandb_run.finish(quiet=True)
+            self._wandb_run.finish()
             if offline:
                 logger.info("wandb run saved offline; upload it with: wandb sync %s",
                             Path(directory).parent)

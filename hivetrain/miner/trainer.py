@@ -89,7 +89,9 @@ class Trainer:
             with self.autocast():
                 loss = self.model(input_ids=batch, labels=batch).loss
             loss.backward()
-            self.opt.step()
+            step_started = time.monotonic()
+            self.opt.step()  # an epoch's step includes matchmaking and the all-reduces
+            step_seconds = time.monotonic() - step_started
             self.opt.zero_grad()
             window_losses.append(loss.item())
             window_samples += batch.shape[0]
@@ -97,7 +99,7 @@ class Trainer:
             self.state.samples_since_probe += batch.shape[0]
             if self.opt.local_epoch != last_epoch:
                 last_epoch = self.opt.local_epoch
-                self.on_new_epoch(last_epoch)
+                self.on_new_epoch(last_epoch, step_seconds)
                 if train.max_epochs and last_epoch >= train.max_epochs:
                     break
             elapsed = time.monotonic() - window_start
@@ -107,14 +109,16 @@ class Trainer:
         self.report(window_losses, self.state.samples_per_second)
         self.save()
 
-    def on_new_epoch(self, epoch: int) -> None:
+    def on_new_epoch(self, epoch: int, averaging_seconds: float) -> None:
+        """:param averaging_seconds: how long the step that ended the epoch took (averaging)."""
         self.publish(epoch)
         digest = param_digest(self.model) if self._small_model else None
         sketch = param_sketch(self.model) if self._small_model else None
         peers = self.opt.tracker.global_progress.num_peers
         self.telemetry.log("epoch", epoch=epoch, digest=digest, sketch=sketch, peers=peers,
-                           samples=self.state.samples)
-        logger.info("epoch %d (peers %d, digest %s)", epoch, peers, digest)
+                           samples=self.state.samples, averaging_seconds=averaging_seconds)
+        logger.info("epoch %d (peers %d, averaging %.1f s, digest %s)", epoch, peers,
+                    averaging_seconds, digest)
         every = self.train.checkpoint_every
         if every and epoch % every == 0:
             self.save()

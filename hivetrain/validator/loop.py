@@ -112,7 +112,7 @@ class Validator:
         score_store.save_atomic(self.scores_path, self.scores)
         for result in results:
             result.ema = self.scores.scores.get(result.uid, math.nan)
-        self.report(results, epoch, block)
+        self.report(results, epoch, block, self.heldout_loss())
         self.maybe_set_weights(block, uids)
         return results
 
@@ -153,8 +153,19 @@ class Validator:
         return RoundResult(uid, hotkey, True, answer.epoch, answer.loss, reference.loss,
                            similarity, score, math.nan, reason)
 
-    def report(self, results: list[RoundResult], epoch: int, block: int) -> None:
-        lines = [f"round at block {block}, swarm epoch {epoch}:",
+    @torch.no_grad()
+    def heldout_loss(self) -> float:
+        """The swarm model's loss on fixed held-out batches, as the validator holds it."""
+        self.reference_model.load_state_dict(self.snapshots[max(self.snapshots)])
+        self.reference_model.eval()
+        device = next(self.reference_model.parameters()).device
+        batches = self.data.heldout_batches(2, self.cfg.probe_batch_size, self.seq_len)
+        return sum(self.reference_model(input_ids=b.to(device), labels=b.to(device)).loss.item()
+                   for b in batches) / len(batches)
+
+    def report(self, results: list[RoundResult], epoch: int, block: int,
+               heldout_loss: float) -> None:
+        lines = [f"round at block {block}, swarm epoch {epoch}, held-out loss {heldout_loss:.3f}:",
                  f"{'uid':>4} {'hotkey':<10} {'resp':<5} {'loss':>7} {'ref':>7} {'cos':>6} "
                  f"{'score':>5} {'ema':>5}  reason"]
         for r in results:
@@ -162,7 +173,7 @@ class Validator:
                          f"{r.reference_loss:7.3f} {r.cosine:6.3f} {r.score:5.2f} {r.ema:5.3f}  "
                          f"{r.reason}")
         logger.info("\n".join(lines))
-        self.telemetry.log("round", block=block, epoch=epoch,
+        self.telemetry.log("round", block=block, epoch=epoch, heldout_loss=heldout_loss,
                            results=[r.__dict__ for r in results],
                            **{f"score/uid{r.uid}": r.ema for r in results})
 

@@ -7,14 +7,13 @@ miners' own metrics files against a deadline; nothing sleeps in place of synchro
 """
 
 import json
-import time
 
 import pytest
 
 from hivetrain.localnet.processes import ProcessGroup
 from hivetrain.localnet.swarm import SwarmOptions, neuron_args, prepare_chain
 from hivetrain.miner.neuron import PEER_FILE
-from hivetrain.telemetry import read_metrics
+from polling import records, wait_until
 
 # hivemind's all-reduce adds "average - local" to each peer's tensors, exact in float32 for most
 # values but not all (see param_sketch), so peers are compared with a tolerance far below one
@@ -27,21 +26,6 @@ FLAGS = ["--model.preset", "tiny", "--data.seq_len", "64", "--train.batch_size",
          "--train.checkpoint_every", "2", "--train.grad_compression", "none",
          "--train.state_compression", "none", "--train.lr", "3e-3", "--train.warmup_epochs", "0",
          "--wandb.off"]
-
-
-def records(run_dir, kind):
-    return [r for r in read_metrics(run_dir) if r["kind"] == kind]
-
-
-def wait_until(predicate, timeout, what, group):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        group.check_alive()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)  # polling other processes' metrics files
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def epoch_digests(run_dir):

@@ -19,7 +19,7 @@ from hivetrain.chain import Chain, create_dev_wallet, register_dev
 from hivetrain.localnet.processes import ProcessGroup
 from hivetrain.localnet.swarm import NETUID, SwarmOptions, neuron_args, prepare_chain
 from hivetrain.miner.neuron import PEER_FILE
-from hivetrain.telemetry import read_metrics
+from polling import records, wait_until
 
 FLAGS = ["--model.preset", "tiny", "--data.seq_len", "64", "--train.batch_size", "4",
          "--train.target_batch_size", "192", "--train.matchmaking_time", "2",
@@ -76,18 +76,7 @@ def register_endpoint(options, name, port):
 
 
 def rounds(run_dir):
-    return [r for r in read_metrics(run_dir) if r["kind"] == "round"]
-
-
-def wait_until(predicate, timeout, what, group):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        group.check_alive()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)  # polling other processes' metrics files
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return records(run_dir, "round")
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ import os
 import signal
 from pathlib import Path
 
-import torch
-
 from hivetrain import __version__
-from hivetrain.config import Config, check_port_free
+from hivetrain.config import Config
+from hivetrain.host import prepare_host
 from hivetrain.membership import join_swarm, open_chain
 from hivetrain.miner.api import ApiServer, create_app
 from hivetrain.miner.checkpoint import load_checkpoint
@@ -34,17 +33,6 @@ logger = logging.getLogger(__name__)
 PEER_FILE = "peer.json"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; an explicit CUDA request without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--train.device {name} asked for CUDA, but torch sees no GPU; "
-                         f"use --train.device cpu or install a CUDA build of torch")
-    return device
-
-
 def write_peer_file(run_dir: Path, **info) -> None:
     """Atomically publish how to reach this peer, for local tooling (demo, status, tests)."""
     path = run_dir / PEER_FILE
@@ -55,12 +43,7 @@ def write_peer_file(run_dir: Path, **info) -> None:
 
 def run_miner(cfg: Config) -> None:
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_port_free(cfg.dht.port, "--dht.port")
-    check_port_free(cfg.axon.port, "--axon.port")
-    device = resolve_device(cfg.train.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    device = prepare_host(cfg, serves_api=True)
 
     chain, uid = open_chain(cfg)
     recipe = build_recipe(cfg)

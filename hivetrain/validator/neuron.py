@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import signal
 
-import torch
-
 from hivetrain import __version__
-from hivetrain.config import Config, check_port_free
+from hivetrain.config import Config
+from hivetrain.host import prepare_host
 from hivetrain.membership import join_swarm, open_chain
-from hivetrain.miner.neuron import resolve_device
 from hivetrain.recipe import build_recipe
 from hivetrain.swarm.optimizer import make_optimizer
 from hivetrain.telemetry import Telemetry
@@ -25,11 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def run_validator(cfg: Config) -> None:
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    check_port_free(cfg.dht.port, "--dht.port")
-    device = resolve_device(cfg.train.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    device = prepare_host(cfg, serves_api=False)
     chain, uid = open_chain(cfg)
     recipe = build_recipe(cfg)
     model = recipe.model.to(device)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from bittensor.sp_core import verify as verify_signature
-from bittensor.wallets import CRYPTO_TYPE_NAMES, parse_crypto_type
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hivetrain.chain.signing import CRYPTO_TYPE_NAMES, parse_crypto_type, verify_signature
 
 PROBE_PATH = "/v1/probe"
 STATUS_PATH = "/v1/status"

@@ -31,8 +31,7 @@ from collections import defaultdict, deque
 from typing import Any, Callable, Optional
 
 import uvicorn
-from bittensor import http_auth
-from bittensor.signing import resolve_signer
+from hivetrain.chain.signing import http_auth, resolve_signer
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool

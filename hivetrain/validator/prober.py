@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Optional
 
 import httpx
-from bittensor import http_auth
-from bittensor.signing import resolve_signer
+from hivetrain.chain.signing import http_auth, resolve_signer
 from pydantic import ValidationError
 
 from hivetrain.protocol import PROBE_PATH, ProbeRequest, ProbeResponse

@@ -34,7 +34,8 @@ from pathlib import Path, PurePosixPath
 from pydoc_data.topics import topics
 from typing import Iterator
 
-from hivetrain.data.cache import atomic_write, cache_root
+from hivetrain.atomic import atomic_write
+from hivetrain.data.cache import cache_root
 from hivetrain.data.split import is_heldout
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ from typing import Iterable
 import numpy as np
 
 from hivetrain.config import DataConfig
-from hivetrain.data.cache import atomic_write, cache_root
+from hivetrain.atomic import atomic_write
+from hivetrain.data.cache import cache_root
 from hivetrain.data.corpus import load_corpus
 from hivetrain.data.split import is_heldout
 from hivetrain.data.stream import StreamTokenData

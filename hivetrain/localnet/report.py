@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
+from hivetrain.atomic import atomic_write, atomic_write_text
 from hivetrain.telemetry import read_metrics
 
 
@@ -118,11 +118,9 @@ def write_report(options, names: list[str], summary: dict) -> tuple[Path, Path]:
                  title="validator scores; chain incentive in the legend")
     score_ax.legend(fontsize=8)
     score_ax.grid(alpha=0.3)
-    png = options.out_dir / "report.png"
-    fig.savefig(png.with_suffix(".tmp.png"), dpi=100, bbox_inches="tight")
+    png, report = options.out_dir / "report.png", options.out_dir / "report.json"
+    atomic_write(png, lambda handle: fig.savefig(handle, format="png", dpi=100,
+                                                 bbox_inches="tight"))
     plt.close(fig)
-    os.replace(png.with_suffix(".tmp.png"), png)
-    report = options.out_dir / "report.json"
-    report.with_suffix(".tmp").write_text(json.dumps(summary, indent=2))
-    os.replace(report.with_suffix(".tmp"), report)
+    atomic_write_text(report, json.dumps(summary, indent=2))
     return png, report

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from hivetrain.atomic import atomic_write
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -33,11 +34,7 @@ class Checkpoint:
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` atomically as ``run_dir/checkpoint.pt``; returns its path."""
     path = run_dir / CHECKPOINT_NAME
-    tmp = path.with_suffix(f".tmp.{os.getpid()}")
-    torch.save(checkpoint.__dict__, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: torch.save(checkpoint.__dict__, handle))
     return path
 
 

@@ -15,6 +15,7 @@ import signal
 from pathlib import Path
 
 from hivetrain import __version__
+from hivetrain.atomic import atomic_write_text
 from hivetrain.config import Config
 from hivetrain.host import prepare_host
 from hivetrain.membership import join_swarm, open_chain
@@ -35,10 +36,7 @@ PEER_FILE = "peer.json"
 
 def write_peer_file(run_dir: Path, **info) -> None:
     """Atomically publish how to reach this peer, for local tooling (demo, status, tests)."""
-    path = run_dir / PEER_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(run_dir / PEER_FILE, json.dumps(info, indent=1))
 
 
 def run_miner(cfg: Config) -> None:

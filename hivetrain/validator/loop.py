@@ -72,6 +72,7 @@ class Validator:
                                      loss_rel_tol=cfg.loss_tolerance, min_cosine=cfg.min_cosine)
         self.last_weights_block = -math.inf
         self.stop = threading.Event()
+        self.heldout = data.heldout_batches(2, cfg.probe_batch_size, seq_len)
         self.reference_model = copy.deepcopy(model)
         self.snapshots: dict[int, dict] = {}  # epoch -> parameters, for the recent epochs only
 
@@ -159,9 +160,8 @@ class Validator:
         self.reference_model.load_state_dict(self.snapshots[max(self.snapshots)])
         self.reference_model.eval()
         device = next(self.reference_model.parameters()).device
-        batches = self.data.heldout_batches(2, self.cfg.probe_batch_size, self.seq_len)
         return sum(self.reference_model(input_ids=b.to(device), labels=b.to(device)).loss.item()
-                   for b in batches) / len(batches)
+                   for b in self.heldout) / len(self.heldout)
 
     def report(self, results: list[RoundResult], epoch: int, block: int,
                heldout_loss: float) -> None:

@@ -8,9 +8,9 @@ zero every miner's history on the next start.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from hivetrain.atomic import atomic_write_text
 from hivetrain.validator.scoring import ScoreState
 
 
@@ -21,21 +21,7 @@ class StateError(ValueError):
 def save_atomic(path: str | os.PathLike, state: ScoreState) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(state.to_json())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    atomic_write_text(path, state.to_json())
 
 
 def load(path: str | os.PathLike) -> ScoreState:

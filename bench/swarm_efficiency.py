@@ -68,6 +68,15 @@ def standalone(seconds: float, warmup: float) -> dict:
     return {"samples_per_second": rate, "heldout_loss": heldout_loss}
 
 
+def wait_window(group: ProcessGroup, seconds: float) -> float:
+    """Let the neurons run for the measuring window, failing if one dies; returns its end."""
+    start = time.time()
+    while time.time() - start < seconds:
+        group.check_alive()
+        time.sleep(1.0)  # the benchmark's measuring window, not synchronisation
+    return time.time()
+
+
 def swarm(peers: int, seconds: float, warmup: float, flags: list[str], out: Path) -> dict:
     """N miners on loopback (embedded chain, no validator); rate from their metrics after warm-up."""
     options = SwarmOptions(out_dir=out, miners=peers, validators=0, neuron_flags=COMMON + flags)
@@ -75,10 +84,7 @@ def swarm(peers: int, seconds: float, warmup: float, flags: list[str], out: Path
     with ProcessGroup(grace_seconds=20) as group:
         names, _ = start_neurons(group, options)
         start = time.time()
-        while time.time() - start < seconds:
-            group.check_alive()
-            time.sleep(1.0)  # the benchmark's measuring window, not synchronisation
-        end = time.time()
+        end = wait_window(group, seconds)
     dirs = [out / name for name in names]
     total_rate, losses, epochs = 0.0, [], 0
     for run_dir in dirs:

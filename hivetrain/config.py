@@ -138,15 +138,28 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     device: str = option("auto", "cpu, cuda, cuda:N or auto (CUDA when present).")
+    mode: str = option("diloco", "diloco: local AdamW steps, then an outer Nesterov step on the "
+                                 "swarm-averaged parameter change (little traffic); sync: average "
+                                 "gradients every --train.target_batch_size samples.",
+                       choices=("diloco", "sync"))
     batch_size: int = option(8, "Sequences per local forward/backward pass.", check=positive)
-    target_batch_size: int = option(1024, "Samples the whole swarm accumulates per epoch (one "
-                                          "averaged optimizer step).", check=positive)
+    target_batch_size: int = option(1024, "sync mode: samples the whole swarm accumulates per "
+                                          "epoch (one averaged optimizer step).", check=positive)
+    inner_steps: int = option(500, "diloco mode: local optimizer steps per outer step (epoch).",
+                              check=positive)
+    outer_lr: float = option(0.7, "diloco mode: learning rate of the outer Nesterov SGD.",
+                             check=positive)
+    outer_momentum: float = option(0.9, "diloco mode: momentum of the outer Nesterov SGD.",
+                                   check=fraction)
+    overlap: bool = option(False, "diloco mode: average round k while round k+1 trains (one "
+                                  "round of staleness, no idle wait for the all-reduce).")
     lr: float = option(1e-3, "Peak learning rate.", check=positive)
     weight_decay: float = option(0.01, "AdamW weight decay.", check=non_negative)
     warmup_epochs: int = option(5, "Epochs of linear learning-rate warm-up.", check=non_negative)
     optimizer: str = option("adamw", "adamw, or adamw8bit (bitsandbytes; best on CUDA).",
                             choices=("adamw", "adamw8bit"))
-    grad_compression: str = option("fp16", "Compression of averaged gradients.",
+    grad_compression: str = option("fp16", "Compression of averaged gradients (sync) or "
+                                           "parameter changes (diloco).",
                                    choices=("none", "fp16", "int8"))
     state_compression: str = option("fp16", "Compression of averaged parameters and state.",
                                     choices=("none", "fp16", "int8"))
@@ -328,7 +341,15 @@ def swarm_agreement(cfg: Config) -> dict:
     t = cfg.train
     return {"seq_len": cfg.data.seq_len, "seed": cfg.neuron.seed, "pretrained": cfg.model.pretrained,
             "optimizer": {"name": t.optimizer, "lr": t.lr, "weight_decay": t.weight_decay,
-                          "warmup_epochs": t.warmup_epochs, "target_batch_size": t.target_batch_size}}
+                          "warmup_epochs": t.warmup_epochs, **_mode_agreement(t)}}
+
+
+def _mode_agreement(t: TrainConfig) -> dict:
+    """The settings of the training mode that decide what one epoch means."""
+    if t.mode == "sync":
+        return {"mode": "sync", "target_batch_size": t.target_batch_size}
+    return {"mode": "diloco", "inner_steps": t.inner_steps, "outer_lr": t.outer_lr,
+            "outer_momentum": t.outer_momentum, "overlap": t.overlap}
 
 
 def run_id(preset: str, fp: str) -> str:

@@ -1,7 +1,7 @@
-"""Real miner processes on loopback averaging through hivemind, on an embedded dev chain.
+"""Real miner processes on loopback averaging through hivemind (DiLoCo), on an embedded dev chain.
 
 One swarm is shared by the tests of this module (starting peers is the slow part): two miners
-train, a third joins late, one is stopped and restarted. No miner is given --dht.initial_peers:
+train, a third joins late, one is stopped and restarted, one is killed mid-round and restarted. No miner is given --dht.initial_peers:
 each finds the others through the DHT addresses committed on chain. Every wait polls the
 miners' own metrics files against a deadline; nothing sleeps in place of synchronisation.
 """
@@ -21,7 +21,7 @@ from polling import records, wait_until
 SAME_MODEL = 1e-6
 
 FLAGS = ["--model.preset", "tiny", "--data.seq_len", "64", "--train.batch_size", "4",
-         "--train.target_batch_size", "192", "--train.matchmaking_time", "2",
+         "--train.inner_steps", "20", "--train.matchmaking_time", "2",
          "--train.averaging_timeout", "20", "--train.log_every", "2", "--train.eval_batches", "2",
          "--train.checkpoint_every", "2", "--train.grad_compression", "none",
          "--train.state_compression", "none", "--train.lr", "3e-3", "--train.warmup_epochs", "0",
@@ -54,14 +54,14 @@ def swarm(tmp_path_factory):
         yield group, dirs, options
 
 
-def identical_epochs(first_dir, second_dir, skip: int = 1) -> list[int]:
+def identical_epochs(first_dir, second_dir, skip: int = 1, after: int = -1) -> list[int]:
     """Epochs, after the first ``skip`` both recorded, at which the two models are the same.
 
     A round that fails (a timeout on a busy machine) lets peers step apart for an epoch, until
     the next state averaging brings them back together, so not every epoch has to match.
     """
     first, second = epoch_sketches(first_dir), epoch_sketches(second_dir)
-    common = sorted(set(first) & set(second))[skip:]
+    common = [e for e in sorted(set(first) & set(second)) if e > after][skip:]
     return [e for e in common if max_difference(first[e], second[e]) < SAME_MODEL]
 
 
@@ -108,6 +108,27 @@ def test_restarted_peer_resumes_from_its_checkpoint(swarm):
                         180, "the restarted miner", group)
     assert starts[-1]["resumed_epoch"] == stopped_at
     assert starts[-1]["peer_id"] == peer_id, "the libp2p identity should survive a restart"
+
+
+def test_killed_peer_does_not_stall_the_swarm_and_rejoins_from_the_global_state(swarm):
+    group, dirs, options = swarm
+    victim = next(n for n in group.neurons if n.name == "miner2")
+    wait_until(lambda: max(epoch_digests(dirs["miner2"]), default=-1) >= 0, 180,
+               "the restarted miner to finish an outer step", group)
+    survivor_epochs = len(records(dirs["miner1"], "epoch"))
+    group.kill(victim)  # SIGKILL mid-round: no checkpoint, no goodbye
+    after_kill = wait_until(lambda: records(dirs["miner1"], "epoch")[survivor_epochs + 1:], 180,
+                            "the survivor to take two outer steps after the kill", group)
+    # The round the dead peer was part of ends for the survivor by --train.averaging_timeout
+    # (20 s, plus matchmaking_time to start), and it steps on with its own change.
+    first = records(dirs["miner1"], "epoch")[survivor_epochs]
+    assert first["rounds_alone"] > records(dirs["miner1"], "epoch")[survivor_epochs - 1]["rounds_alone"]
+    assert first["averaging_seconds"] < 20 + 2 + 10
+    swarm_epoch = after_kill[-1]["epoch"]
+    group.start("miner2", dirs["miner2"], neuron_args("miner", "miner2", options))
+    wait_until(lambda: identical_epochs(dirs["miner2"], dirs["miner1"], skip=0, after=swarm_epoch),
+               300, "the restarted peer to hold the swarm's parameters after an outer step",
+               group)
 
 
 def test_corrupt_checkpoint_is_moved_aside_not_lost(tmp_path):

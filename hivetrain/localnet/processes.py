@@ -109,6 +109,13 @@ class ProcessGroup:
             self.neurons.remove(neuron)  # stopped on purpose: no longer watched
         return neuron.process.returncode
 
+    def kill(self, neuron: Neuron) -> None:
+        """SIGKILL ``neuron`` and its helpers at once, as a crash or power cut would."""
+        _signal_session(neuron.process.pid, signal.SIGKILL)
+        neuron.process.wait()
+        if neuron in self.neurons:
+            self.neurons.remove(neuron)
+
     def stop_all(self) -> None:
         for neuron in self.neurons:
             if neuron.alive():

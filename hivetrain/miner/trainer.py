@@ -1,13 +1,14 @@
 """The miner's training loop, readable top to bottom: batch, forward, backward, swarm step.
 
-Local work is ordinary PyTorch; the hivemind.Optimizer decides when the swarm has accumulated
-enough samples and performs the averaged step. The loop only watches for the epoch changing,
-which is when it publishes a copy of the new swarm-global parameters for the API to probe,
-records the parameter sketch (peers at the same epoch must agree on it) and writes checkpoints.
+Local work is ordinary PyTorch; the swarm optimizer (DiLoCo or hivemind's gradient averaging, see
+:mod:`hivetrain.swarm.optimizer`) decides when the swarm steps together. The loop only watches
+for the epoch changing, which is when it publishes a copy of the new swarm-global parameters for
+the API to probe, records the parameter sketch (peers at the same epoch must agree on it) and
+writes checkpoints.
 
-Probes run on the published copy, never on the live model: ``opt.step()`` can spend seconds in
-matchmaking and all-reduce, and a probe must neither wait for that nor read parameters halfway
-through an update.
+Probes, held-out loss and checkpoints use the published copy, never the live model: in DiLoCo the
+live parameters are this peer's local progress since the last outer step, and ``opt.step()`` can
+spend seconds in matchmaking and all-reduce, which a probe must neither wait for nor read halfway.
 """
 
 from __future__ import annotations
@@ -62,13 +63,17 @@ class Trainer:
         self._small_model = sum(p.numel() for p in model.parameters()) <= DIGEST_MAX_PARAMS
         self.published_lock = threading.Lock()
         self.published = copy.deepcopy(model).eval()
-        self.published_epoch = optimizer.local_epoch
+        self.publish(optimizer.local_epoch)
 
     def publish(self, epoch: int) -> None:
-        """Copy the swarm-global parameters of ``epoch`` to the model that probes read."""
+        """Copy the swarm-global parameters of ``epoch`` to the model that probes read.
+
+        Frozen parameters never change; the trainable ones come from the optimizer's global copy.
+        """
+        trainable = [p for p in self.published.parameters() if p.requires_grad]
         with self.published_lock, torch.no_grad():
-            for published, live in zip(self.published.parameters(), self.model.parameters()):
-                published.copy_(live)
+            for published, value in zip(trainable, self.opt.global_parameters()):
+                published.copy_(value)
             self.published_epoch = epoch
 
     def autocast(self):
@@ -112,28 +117,29 @@ class Trainer:
     def on_new_epoch(self, epoch: int, averaging_seconds: float) -> None:
         """:param averaging_seconds: how long the step that ended the epoch took (averaging)."""
         self.publish(epoch)
-        digest = param_digest(self.model) if self._small_model else None
-        sketch = param_sketch(self.model) if self._small_model else None
+        with self.published_lock:
+            digest = param_digest(self.published) if self._small_model else None
+            sketch = param_sketch(self.published) if self._small_model else None
         peers = self.opt.tracker.global_progress.num_peers
+        facts = self.opt.averaging_facts()
         self.telemetry.log("epoch", epoch=epoch, digest=digest, sketch=sketch, peers=peers,
-                           samples=self.state.samples, averaging_seconds=averaging_seconds)
-        logger.info("epoch %d (peers %d, averaging %.1f s, digest %s)", epoch, peers,
-                    averaging_seconds, digest)
+                           samples=self.state.samples, averaging_seconds=averaging_seconds,
+                           **facts)
+        logger.info("epoch %d (peers %d, averaging %.1f s, %.2f MB sent so far, digest %s)",
+                    epoch, peers, averaging_seconds, facts["bytes_sent"] / 1e6, digest)
         every = self.train.checkpoint_every
         if every and epoch % every == 0:
             self.save()
 
     @torch.no_grad()
     def heldout_loss(self) -> float:
-        self.model.eval()
-        try:
-            losses = []
+        """Loss of the published swarm-global model on the fixed held-out batches."""
+        losses = []
+        with self.published_lock:
             for batch in self.heldout:
                 batch = batch.to(self.device)
                 with self.autocast():
-                    losses.append(self.model(input_ids=batch, labels=batch).loss.item())
-        finally:
-            self.model.train()
+                    losses.append(self.published(input_ids=batch, labels=batch).loss.item())
         return sum(losses) / len(losses)
 
     def report(self, losses: list[float], samples_per_second: float) -> None:
@@ -152,8 +158,10 @@ class Trainer:
     def save(self) -> None:
         if not self.train.checkpoint_every:
             return
-        checkpoint = Checkpoint(run_id=self.run_id, epoch=self.opt.local_epoch,
-                                samples=self.state.samples, model=self.model.state_dict(),
+        with self.published_lock:
+            model_state = {k: v.detach().clone() for k, v in self.published.state_dict().items()}
+        checkpoint = Checkpoint(run_id=self.run_id, epoch=self.published_epoch,
+                                samples=self.state.samples, model=model_state,
                                 optimizer=self.opt.state_dict())
         path = save_checkpoint(self.run_dir, checkpoint)
         logger.info("checkpoint at epoch %d written to %s", checkpoint.epoch, path)

@@ -1,6 +1,10 @@
-"""The hivemind.Optimizer that turns local backward passes into swarm-wide optimizer steps.
+"""The swarm optimizer of each training mode: DiLoCo (default) or hivemind's gradient averaging.
 
-Every peer accumulates gradients until the swarm as a whole has processed
+:func:`make_optimizer` builds either; the trainer, the miner's catch-up and the validator use only
+what both offer: ``step``, ``zero_grad``, ``local_epoch``, ``tracker``, ``global_parameters``,
+``load_state_from_peers``, ``load_global_state``, ``state_dict`` and ``averaging_facts``.
+
+In sync mode every peer accumulates gradients until the swarm as a whole has processed
 ``--train.target_batch_size`` samples; then the peers all-reduce their gradients and each applies
 the same optimizer step. Parameters are then averaged too (state averaging), which repairs the
 drift of a peer that missed a round or rounded differently under compression. One such step is one *epoch* in hivemind's
@@ -17,6 +21,8 @@ from hivemind.compression import (Float16Compression, NoCompression, RoleAdaptiv
                                   Uniform8BitQuantization)
 
 from hivetrain.config import TrainConfig
+from hivetrain.swarm.diloco import DiLoCoOptimizer
+from hivetrain.swarm.traffic import ByteCounter, CountingCompression
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +65,61 @@ def warmup_schedule(warmup_epochs: int):
     return lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def inner_step_schedule(warmup_steps: int):
+    """Linear warm-up over the first local steps of the run, then constant (DiLoCo inner lr)."""
+    return lambda step: min(1.0, (step + 1) / (warmup_steps + 1))
+
+
+class SyncOptimizer(hivemind.Optimizer):
+    """hivemind.Optimizer plus the interface the trainer and validator share with DiLoCo."""
+
+    def __init__(self, *args, bytes_sent: ByteCounter, trainable: list, **kwargs):
+        self.bytes_sent, self._trainable = bytes_sent, trainable
+        super().__init__(*args, **kwargs)
+
+    def global_parameters(self) -> list[torch.Tensor]:
+        """After each epoch's step the live parameters are the swarm-global ones."""
+        return self._trainable
+
+    def averaging_facts(self) -> dict:
+        """Counters for the epoch log: bytes sent in gradient and state averaging."""
+        return {"bytes_sent": self.bytes_sent.total}
+
+    def load_global_state(self) -> None:
+        # The state averager's own loader keeps the epoch the state was saved at; the
+        # Optimizer's wrapper would relabel it as the swarm's next epoch while catching up.
+        self.state_averager.load_state_from_peers(timeout=self.load_state_timeout)
+
+
 def make_optimizer(dht: hivemind.DHT, run_id: str, model: torch.nn.Module, train: TrainConfig,
-                   device: torch.device) -> hivemind.Optimizer:
-    """Wrap the local optimizer in a hivemind.Optimizer that averages with the swarm.
+                   device: torch.device, observer: bool = False):
+    """The swarm optimizer of ``--train.mode`` over the model's trainable parameters.
 
     :param run_id: the fingerprinted id; peers with another run_id never meet in matchmaking.
     :param device: where the model lives; on CUDA the optimizer steps on the GPU tensors
         themselves instead of CPU copies, which is what makes 8-bit AdamW worthwhile.
+    :param observer: follow the swarm's state without training (validators).
     """
-    return hivemind.Optimizer(
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if train.mode == "diloco":
+        return DiLoCoOptimizer(
+            dht, run_id, trainable, train, optimizer_factory(train, device),
+            inner_schedule=inner_step_schedule(train.warmup_epochs * train.inner_steps),
+            compression=COMPRESSION[train.grad_compression](),
+            state_compression=COMPRESSION[train.state_compression](), observer=observer)
+    return make_sync_optimizer(dht, run_id, trainable, train, device)
+
+
+def make_sync_optimizer(dht: hivemind.DHT, run_id: str, trainable: list, train: TrainConfig,
+                        device: torch.device) -> SyncOptimizer:
+    """Gradient averaging every ``target_batch_size`` samples, parameters averaged each epoch."""
+    counter = ByteCounter()
+    return SyncOptimizer(
         dht=dht,
         run_id=run_id,
-        params=model.parameters(),
+        params=trainable,
+        bytes_sent=counter,
+        trainable=trainable,
         optimizer=optimizer_factory(train, device),
         scheduler=warmup_schedule(train.warmup_epochs),
         batch_size_per_step=train.batch_size,
@@ -79,8 +128,9 @@ def make_optimizer(dht: hivemind.DHT, run_id: str, model: torch.nn.Module, train
         averaging_timeout=train.averaging_timeout,
         load_state_timeout=max(60.0, train.averaging_timeout * 2),
         offload_optimizer=device.type == "cpu",
-        grad_compression=COMPRESSION[train.grad_compression](),
-        state_averaging_compression=COMPRESSION[train.state_compression](),
+        grad_compression=CountingCompression(COMPRESSION[train.grad_compression](), counter),
+        state_averaging_compression=CountingCompression(COMPRESSION[train.state_compression](),
+                                                        counter),
         load_state_compression=load_state_compression(train.state_compression),
         average_state_every=1,
         # Average parameters inside the epoch's step rather than in the background, so peers that

@@ -58,8 +58,9 @@ class RoundResult:
 class Validator:
     """Runs rounds every ``--validator.interval`` seconds until :attr:`stop` is set.
 
-    :param optimizer: a hivemind.Optimizer on the swarm's run_id that never steps; it only
-        loads the swarm-global state from peers when the swarm's epoch moves on.
+    :param optimizer: a swarm optimizer (see :func:`hivetrain.swarm.optimizer.make_optimizer`)
+        on the swarm's run_id that never steps; it only loads the swarm-global state from peers
+        when the swarm's epoch moves on.
     """
 
     def __init__(self, cfg: ValidatorConfig, chain: Chain, uid: int, model: torch.nn.Module,
@@ -84,9 +85,7 @@ class Validator:
     def sync_model(self) -> int:
         """Load the swarm-global state when the swarm is ahead and remember its parameters."""
         if self.opt.tracker.global_epoch > self.opt.local_epoch:
-            # The state averager's own loader keeps the epoch the state was saved at; the
-            # Optimizer's wrapper would relabel it as the swarm's next epoch while catching up.
-            self.opt.state_averager.load_state_from_peers(timeout=self.opt.load_state_timeout)
+            self.opt.load_global_state()
             logger.info("loaded swarm state at epoch %d", self.opt.local_epoch)
         epoch = self.opt.local_epoch
         if epoch not in self.snapshots:

@@ -1,7 +1,7 @@
 """Validator start-up: chain + registration -> the swarm's recipe -> DHT -> rounds.
 
 The validator builds the same model and run_id as the miners and joins their DHT with a
-hivemind.Optimizer that never steps: it exists to load the swarm-global state from peers, so
+swarm optimizer that never steps: it exists to load the swarm-global state from peers, so
 every probe is checked against the model the swarm actually holds.
 """
 
@@ -30,7 +30,8 @@ def run_validator(cfg: Config) -> None:
     logger.info("hivetrain %s validator uid %d on run_id %s, device %s", __version__, uid,
                 recipe.run_id, device)
     member = join_swarm(cfg, chain, uid)
-    optimizer = make_optimizer(member.dht, recipe.run_id, model, cfg.train, device)
+    optimizer = make_optimizer(member.dht, recipe.run_id, model, cfg.train, device,
+                               observer=True)
     telemetry = Telemetry(cfg, run_name=f"validator-uid{uid}-{chain.hotkey[:8]}",
                           group=recipe.run_id)
     telemetry.log("start", peer_id=member.peer_id, run_id=recipe.run_id, uid=uid)

@@ -1,0 +1,336 @@
+"""DiLoCo: many local optimizer steps, then one outer step on the swarm-averaged parameter change.
+
+Gradient averaging (``--train.mode sync``) all-reduces a model-sized tensor every few local
+steps: about 0.9 GB per peer per round for GPT-2 124M in fp32, more than a home link moves in the
+time a GPU takes for the steps. DiLoCo (Douillard et al. 2023) and OpenDiLoCo (Jaghouar et al.
+2024, on hivemind) average once per ``H`` inner steps instead:
+
+1. every peer starts a round from the same *global* parameters ``G`` and takes ``H`` local AdamW
+   steps on its own data, reaching ``theta``;
+2. the peers all-reduce the *pseudo-gradient* ``G - theta``;
+3. every peer applies the same outer optimizer step, SGD with Nesterov momentum, to ``G`` with
+   the averaged pseudo-gradient, and continues from the new ``G``.
+
+One outer step is one *epoch*. ``G`` and the outer momentum are the swarm's state: what a joining
+or lagging peer downloads, what checkpoints store and what validators probe. A peer that is
+behind the swarm's epoch never averages its stale change: it loads the global state and starts the
+next round from it.
+
+With ``overlap`` the all-reduce of round ``k`` runs in the background while round ``k + 1``
+trains; its outer step is applied at the end of round ``k + 1`` and the local progress of that
+round is kept on top of the new ``G`` (one round of staleness, as in streaming/eager DiLoCo).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import hivemind
+import torch
+from hivemind.averaging import DecentralizedAverager
+from hivemind.averaging.control import StepControl
+from hivemind.optim.progress_tracker import ProgressTracker
+from hivemind.utils.crypto import RSAPrivateKey
+
+from hivetrain.config import TrainConfig
+from hivetrain.swarm.traffic import ByteCounter, CountingCompression
+
+logger = logging.getLogger(__name__)
+
+# Peers whose global parameters differ by more than this (in any of a few sampled coordinates)
+# hold different models; float rounding in the all-reduce accounts for ~1e-7.
+AGREEMENT_TOLERANCE = 1e-5
+SKETCH_SIZE = 16
+# Group keys carry the round's epoch in this many bits, so rounds of different epochs never mix.
+EPOCH_BITS = 16
+
+
+@dataclass
+class _Round:
+    """One all-reduce in flight: its control, and this peer's own change to fall back on."""
+
+    control: StepControl
+    change: list[torch.Tensor]
+    sketch: list[float]
+
+
+class _GlobalStateAverager(DecentralizedAverager):
+    """All-reduces pseudo-gradients; serves the owner's global state to peers that load it."""
+
+    def __init__(self, get_state: Callable, *args, **kwargs):
+        self._get_state = get_state
+        super().__init__(*args, **kwargs)
+
+    def get_current_state(self):
+        return self._get_state()
+
+
+class DiLoCoOptimizer:
+    """Drop-in for the miner's ``hivemind.Optimizer``: call :meth:`step` after every backward.
+
+    :param params: the trainable parameters (frozen ones are neither stepped nor averaged).
+    :param inner_optimizer: ``params -> torch optimizer`` for the local steps (AdamW in practice).
+    :param inner_schedule: ``global inner step -> learning-rate factor``; counted over the whole
+        run so a joining peer warms up where the swarm is, not from zero.
+    :param observer: follow the swarm's global state without training or averaging (validators).
+    :param compression: hivemind compression for the averaged pseudo-gradients.
+    :param state_compression: compression for the global state sent to joining peers.
+    """
+
+    def __init__(self, dht: hivemind.DHT, run_id: str, params: Sequence[torch.nn.Parameter],
+                 train: TrainConfig, inner_optimizer: Callable, *, inner_schedule: Callable,
+                 compression, state_compression, observer: bool = False):
+        self.params = list(params)
+        self.train, self.observer = train, observer
+        self.inner_steps, self.overlap = train.inner_steps, train.overlap
+        self.averaging_timeout = train.averaging_timeout
+        self.load_state_timeout = max(60.0, train.averaging_timeout * 2)
+        self.inner = inner_optimizer(self.params)
+        self._inner_schedule = inner_schedule
+        self._base_lrs = [group["lr"] for group in self.inner.param_groups]
+        self.local_epoch = 0
+        self.inner_step = 0  # local steps taken in the current round
+        self._lock = threading.Lock()  # guards the global state against concurrent downloads
+        self.global_params = [p.detach().to("cpu", torch.float32, copy=True) for p in self.params]
+        self.outer = torch.optim.SGD(self.global_params, lr=train.outer_lr,
+                                     momentum=train.outer_momentum, nesterov=True)
+        self._round_start = [g.clone() for g in self.global_params]  # where this round began
+        self._pending: StepControl | None = None  # overlap: the round being averaged
+        self._agrees_with_swarm = True
+        self.bytes_sent = ByteCounter()
+        self.rounds_averaged = self.rounds_alone = 0
+        self._pseudo_grads = [torch.zeros_like(g) for g in self.global_params]
+        self.averager = _GlobalStateAverager(
+            self._current_state, averaged_tensors=self._pseudo_grads, dht=dht,
+            prefix=f"{run_id}_diloco", start=True, min_matchmaking_time=train.matchmaking_time,
+            # hivemind warns that requests slower than matchmaking can deadlock it.
+            request_timeout=min(3.0, train.matchmaking_time / 2),
+            compression=CountingCompression(compression, self.bytes_sent),
+            state_compression=state_compression, allow_state_sharing=not observer,
+            client_mode=dht.client_mode, next_chunk_timeout=train.averaging_timeout)
+        # Its own signing key, not hivemind's process-wide one: progress records are keyed by the
+        # signer, so two optimizers in one process would otherwise overwrite each other's.
+        self.tracker = ProgressTracker(dht, prefix=run_id, start=True, client_mode=observer,
+                                       target_batch_size=train.inner_steps * train.batch_size,
+                                       private_key=RSAPrivateKey())
+        self._apply_schedule()
+
+    # ---- the training step -------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One inner step; ends the round with the outer step after ``inner_steps`` of them."""
+        self.inner.step()
+        self.inner_step += 1
+        self._apply_schedule()
+        self.tracker.report_local_progress(self.local_epoch, self.inner_step * self.train.batch_size)
+        if self.tracker.global_epoch > self.local_epoch:
+            logger.info("swarm moved on to epoch %d while this peer was at %d: loading its state",
+                        self.tracker.global_epoch, self.local_epoch)
+            self.load_state_from_peers()
+        elif self.inner_step >= self.inner_steps:
+            self.end_round()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+    def end_round(self) -> None:
+        """Average this round's parameter change with the swarm and apply the outer step."""
+        with torch.no_grad():
+            local = [p.detach().to("cpu", torch.float32) for p in self.params]
+            change = [start - theta for start, theta in zip(self._round_start, local)]
+        self.inner_step = 0
+        if not self.overlap:
+            round_ = self._average(change, self.local_epoch)
+            if self._outer_step(self._finish(round_) if round_ else change):
+                self._move_local(self.global_params)
+            return
+        if self._pending is not None and not self._outer_step(self._finish(self._pending)):
+            return  # reloaded the swarm's state instead: this round's change is void
+        self._pending = self._average(change, self.local_epoch)
+        if self._pending is None:  # alone in the swarm: nothing to overlap with
+            self._outer_step(change)
+            self._move_local(self.global_params)
+        else:  # keep this round's progress on top of the new global state
+            with torch.no_grad():
+                self._move_local([g - c for g, c in zip(self.global_params, change)])
+
+    def _average(self, change: list[torch.Tensor], epoch: int) -> _Round | None:
+        """Start the all-reduce of ``change`` with the peers at ``epoch``; None when alone."""
+        progress = self.tracker.global_progress
+        if progress.num_peers - progress.num_clients <= 1:
+            self.rounds_alone += 1
+            return None
+        with self.averager.get_tensors() as buffers:
+            for buffer, tensor in zip(buffers, change):
+                buffer.copy_(tensor)
+        self.averager.set_group_bits(format(epoch % 2 ** EPOCH_BITS, f"0{EPOCH_BITS}b"))
+        gather_sketch = self._sketch()
+        try:
+            control = self.averager.step(gather={"epoch": epoch, "sketch": gather_sketch},
+                                         timeout=self.averaging_timeout, wait=False)
+        except Exception as error:  # the averager process is gone: train on alone
+            logger.warning("could not start averaging round %d: %r", epoch, error)
+            self.rounds_alone += 1
+            return None
+        return _Round(control, change, gather_sketch)
+
+    def _finish(self, round_: _Round) -> list[torch.Tensor]:
+        """The averaged change of ``round_``, or this peer's own change when the round failed."""
+        try:
+            gathered = round_.control.result(timeout=self.averaging_timeout
+                                             + self.train.matchmaking_time)
+        except Exception as error:
+            round_.control.cancel()
+            gathered = None
+            logger.warning("averaging round failed (%r); applying this peer's own change", error)
+        if not gathered:
+            self.rounds_alone += 1
+            return round_.change
+        with self.averager.get_tensors() as buffers:
+            averaged = [buffer.clone() for buffer in buffers]
+        self.rounds_averaged += 1
+        self._check_agreement(gathered, round_.sketch)
+        logger.info("averaged the parameter change with %d peers", len(gathered))
+        return averaged
+
+    def _outer_step(self, averaged_change: list[torch.Tensor]) -> bool:
+        """Apply the outer step; False when this peer reloaded the swarm's state instead."""
+        with self._lock:
+            for param, grad in zip(self.global_params, averaged_change):
+                param.grad = grad
+            self.outer.step()
+            self.outer.zero_grad(set_to_none=True)
+            self.local_epoch += 1
+            self._share_state_priority()
+        with self.tracker.pause_updates():
+            self.tracker.update_epoch(self.local_epoch)
+        if self._agrees_with_swarm:
+            return True
+        logger.warning("this peer's global parameters differ from its group's: reloading them")
+        self.load_state_from_peers()
+        return False
+
+    def _move_local(self, values: list[torch.Tensor]) -> None:
+        """Set the live (trainable) parameters to ``values`` and start the next round there."""
+        with torch.no_grad():
+            for param, value in zip(self.params, values):
+                param.copy_(value.to(param.device, param.dtype))
+        self._round_start = [value.detach().clone() for value in values]
+
+    # ---- agreement and the global state ------------------------------------------------------
+
+    def _sketch(self) -> list[float]:
+        flat = torch.cat([g.reshape(-1) for g in self.global_params])
+        step = max(1, flat.numel() // SKETCH_SIZE)
+        return flat[::step][:SKETCH_SIZE].tolist()
+
+    def _check_agreement(self, gathered: dict, own_sketch: list[float]) -> None:
+        """Mark this peer as diverged when most of its group held other global parameters.
+
+        A round that failed for some peers but not others leaves them with different ``G``;
+        averaging changes would never repair that, so the minority reloads the majority's state.
+        """
+        sketches = [data["sketch"] for data in gathered.values()
+                    if isinstance(data, dict) and len(data.get("sketch", ())) == SKETCH_SIZE]
+
+        def support(sketch):
+            return sum(max(abs(x - y) for x, y in zip(sketch, other)) <= AGREEMENT_TOLERANCE
+                       for other in sketches)
+
+        self._agrees_with_swarm = support(own_sketch) >= max(map(support, sketches), default=0)
+
+    def _share_state_priority(self) -> None:
+        """Peers download from the newest epoch, and among equals from those in agreement."""
+        self.averager.state_sharing_priority = self.local_epoch + 0.5 * self._agrees_with_swarm
+
+    def _current_state(self):
+        """What a peer downloading the state receives: epoch, global parameters, outer momentum."""
+        with self._lock:
+            momentum = [self.outer.state.get(g, {}).get("momentum_buffer") for g in self.global_params]
+            has_momentum = momentum[0] is not None
+            tensors = [g.detach().clone() for g in self.global_params]
+            if has_momentum:
+                tensors += [m.detach().clone() for m in momentum]
+            return {"epoch": self.local_epoch, "has_momentum": has_momentum}, tensors, None
+
+    def load_state_from_peers(self) -> bool:
+        """Download the swarm's global state and restart the local round from it."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        loaded = self.averager.load_state_from_peers(timeout=self.load_state_timeout)
+        if loaded is None:
+            logger.warning("no peer could send the global state; continuing from our own")
+            return False
+        metadata, tensors = loaded
+        n = len(self.global_params)
+        expected = 2 * n if metadata.get("has_momentum") else n
+        if len(tensors) != expected or any(t.shape != g.shape
+                                           for t, g in zip(tensors, self.global_params * 2)):
+            logger.warning("a peer sent a global state of another shape; ignoring it")
+            return False
+        with self._lock, torch.no_grad():
+            for g, t in zip(self.global_params, tensors[:n]):
+                g.copy_(t)
+            self.outer.state.clear()
+            if metadata.get("has_momentum"):
+                for g, m in zip(self.global_params, tensors[n:]):
+                    self.outer.state[g]["momentum_buffer"] = m.clone()
+            self.local_epoch = int(metadata["epoch"])
+            self._agrees_with_swarm = True
+            self._share_state_priority()
+        self._move_local(self.global_params)
+        self.inner_step = 0
+        self._apply_schedule()
+        with self.tracker.pause_updates():
+            self.tracker.update_epoch(self.local_epoch)
+        logger.info("loaded the global state of epoch %d", self.local_epoch)
+        return True
+
+    # ---- the miner-facing interface shared with sync mode ------------------------------------
+
+    def global_parameters(self) -> list[torch.Tensor]:
+        """The swarm-global parameters, aligned with :attr:`params` (what probes must see)."""
+        return self.global_params
+
+    def averaging_facts(self) -> dict:
+        """Counters for the epoch log: bytes sent, rounds averaged with peers and alone."""
+        return {"bytes_sent": self.bytes_sent.total, "rounds_averaged": self.rounds_averaged,
+                "rounds_alone": self.rounds_alone}
+
+    def load_global_state(self) -> None:
+        self.load_state_from_peers()
+
+    def state_dict(self) -> dict:
+        with self._lock:
+            return {"epoch": self.local_epoch, "global_params": [g.clone() for g in self.global_params],
+                    "outer": self.outer.state_dict(), "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from a checkpoint: global state and epoch; the next round starts from ``G``."""
+        with self._lock, torch.no_grad():
+            for g, saved in zip(self.global_params, state["global_params"]):
+                g.copy_(saved)
+            self.outer.load_state_dict(state["outer"])
+            self.local_epoch = int(state["epoch"])
+            self._share_state_priority()
+        self.inner.load_state_dict(state["inner"])
+        self._move_local(self.global_params)
+        self.inner_step = 0
+        self._apply_schedule()
+        with self.tracker.pause_updates():
+            self.tracker.update_epoch(self.local_epoch)
+
+    def _apply_schedule(self) -> None:
+        factor = self._inner_schedule(self.local_epoch * self.inner_steps + self.inner_step)
+        for group, base in zip(self.inner.param_groups, self._base_lrs):
+            group["lr"] = base * factor
+
+    def shutdown(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        self.tracker.shutdown()
+        self.averager.shutdown()

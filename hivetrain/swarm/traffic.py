@@ -1,0 +1,58 @@
+"""Counting the bytes a peer puts on the wire when it averages, for the communication figures.
+
+hivemind serialises every tensor part it sends through the averager's compression, in the
+averager's own (forked) process. :class:`CountingCompression` wraps that compression and adds the
+size of each serialised buffer to a counter in shared memory, so the training process reads the
+total without any hook into hivemind's networking.
+
+What it counts: the tensor payload a peer sends as a *sender* of its parts, compressed. In
+hivemind's butterfly all-reduce the peer reducing a part returns a delta of the same size and
+compression, which hivemind serialises without this wrapper, so a peer's whole upload is about
+twice the count (for equal shares); protocol framing adds a few dozen bytes per part. Every mode
+is counted the same way, so ratios between modes are exact.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import torch
+from hivemind.compression import CompressionBase, CompressionInfo
+from hivemind.proto import runtime_pb2
+
+
+class ByteCounter:
+    """A byte total shared with the averager processes forked after it was created."""
+
+    def __init__(self):
+        self._total = mp.Value("q", 0)
+
+    def add(self, n: int) -> None:
+        with self._total.get_lock():
+            self._total.value += n
+
+    @property
+    def total(self) -> int:
+        return self._total.value
+
+
+class CountingCompression(CompressionBase):
+    """``inner`` compression that also counts the bytes of every tensor it serialises."""
+
+    def __init__(self, inner: CompressionBase, counter: ByteCounter):
+        self.inner, self.counter = inner, counter
+
+    def compress(self, tensor: torch.Tensor, info: CompressionInfo,
+                 allow_inplace: bool = False) -> runtime_pb2.Tensor:
+        serialized = self.inner.compress(tensor, info, allow_inplace)
+        self.counter.add(len(serialized.buffer))
+        return serialized
+
+    def extract(self, serialized_tensor: runtime_pb2.Tensor) -> torch.Tensor:
+        return self.inner.extract(serialized_tensor)
+
+    def estimate_compression_ratio(self, info: CompressionInfo) -> float:
+        return self.inner.estimate_compression_ratio(info)
+
+    def __repr__(self):
+        return f"CountingCompression({self.inner!r})"

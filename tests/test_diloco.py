@@ -1,0 +1,127 @@
+"""DiLoCo's outer step, checked against its formula on two real hivemind peers on loopback.
+
+Each peer's inner optimizer is plain SGD with learning rate 1 fed with gradients the test
+chooses, so every round's parameter change is known exactly; the global parameters after the
+outer steps must be what SGD with Nesterov momentum predicts from the average of those changes.
+"""
+
+import threading
+
+import hivemind
+import pytest
+import torch
+from hivemind.compression import NoCompression
+
+from hivetrain.config import TrainConfig
+from hivetrain.swarm.diloco import DiLoCoOptimizer
+from polling import wait_until
+
+SIZE = 64
+LR, MOMENTUM, INNER_STEPS = 0.7, 0.9, 2
+# hivemind hands each peer ``local + (average - local)``: equal to the average up to rounding.
+ROUNDING = 1e-6
+
+
+@pytest.fixture
+def dhts():
+    first = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+    second = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
+                          initial_peers=[str(a) for a in first.get_visible_maddrs()])
+    yield first, second
+    second.shutdown()
+    first.shutdown()
+
+
+def make_peer(dht, start: torch.Tensor, overlap=False):
+    param = torch.nn.Parameter(start.clone())
+    train = TrainConfig(inner_steps=INNER_STEPS, outer_lr=LR, outer_momentum=MOMENTUM,
+                        matchmaking_time=1.0, averaging_timeout=20.0, batch_size=1,
+                        overlap=overlap)
+    opt = DiLoCoOptimizer(dht, "diloco-test", [param], train,
+                          lambda params: torch.optim.SGD(params, lr=1.0),
+                          inner_schedule=lambda step: 1.0, compression=NoCompression(),
+                          state_compression=NoCompression())
+    return param, opt
+
+
+def run_rounds(param, opt, grads_per_round):
+    for grads in grads_per_round:
+        for grad in grads:
+            param.grad = grad.clone()
+            opt.step()
+
+
+def in_parallel(*jobs):
+    threads = [threading.Thread(target=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a peer hung in the outer step"
+
+
+def nesterov(start, changes, lr=LR, momentum=MOMENTUM):
+    """torch.optim.SGD(nesterov=True) applied to ``start`` with each round's averaged change."""
+    params, buffer = start.clone(), None
+    for change in changes:
+        buffer = change.clone() if buffer is None else momentum * buffer + change
+        params -= lr * (change + momentum * buffer)
+    return params
+
+
+def test_two_peers_end_where_the_outer_nesterov_formula_says(dhts):
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(SIZE, generator=generator)
+    rounds = 2
+    grads = {peer: [[torch.randn(SIZE, generator=generator) for _ in range(INNER_STEPS)]
+                    for _ in range(rounds)] for peer in ("a", "b")}
+    (param_a, opt_a), (param_b, opt_b) = make_peer(dhts[0], start), make_peer(dhts[1], start)
+    try:
+        # A peer announces its progress from its first step on; the round ends at the second.
+        run_rounds(param_a, opt_a, [grads["a"][0][:1]])
+        run_rounds(param_b, opt_b, [grads["b"][0][:1]])
+        wait_until(lambda: all(o.tracker.global_progress.num_peers == 2 for o in (opt_a, opt_b)),
+                   timeout=60, what="both peers to see each other's progress")
+        in_parallel(lambda: run_rounds(param_a, opt_a, [grads["a"][0][1:]] + grads["a"][1:]),
+                    lambda: run_rounds(param_b, opt_b, [grads["b"][0][1:]] + grads["b"][1:]))
+        # With SGD at lr 1 a round's change (start - end) is the sum of its gradients.
+        changes = [(sum(grads["a"][r]) + sum(grads["b"][r])) / 2 for r in range(rounds)]
+        expected = nesterov(start, changes)
+        assert opt_a.rounds_averaged == opt_b.rounds_averaged == rounds
+        assert opt_a.local_epoch == opt_b.local_epoch == rounds
+        for param, opt in ((param_a, opt_a), (param_b, opt_b)):
+            assert torch.allclose(opt.global_parameters()[0], expected, atol=ROUNDING, rtol=0)
+            assert torch.equal(param.detach(), opt.global_parameters()[0])  # next round starts at G
+        # A peer averaging with no one would be off by a whole round's change from the formula.
+        alone = nesterov(start, [sum(g) for g in grads["a"]])
+        assert (alone - expected).abs().max() > 1000 * ROUNDING
+        # The vector is one part, reduced by one of the two peers: the other sends it, in fp32.
+        assert opt_a.bytes_sent.total + opt_b.bytes_sent.total == rounds * SIZE * 4
+    finally:
+        opt_a.shutdown()
+        opt_b.shutdown()
+
+
+def test_a_lagging_peer_loads_the_global_state_instead_of_averaging(dhts):
+    start = torch.zeros(SIZE)
+    param_a, opt_a = make_peer(dhts[0], start)
+    opt_b = None
+    try:
+        # hivemind's tracker only announces a peer that has reported samples in its epoch.
+        run_rounds(param_a, opt_a, [[torch.ones(SIZE)]])
+        wait_until(lambda: opt_a.tracker.global_progress.num_peers == 1, timeout=60,
+                   what="peer a's progress to reach the DHT")
+        run_rounds(param_a, opt_a, [[torch.ones(SIZE)] * (INNER_STEPS - 1)])  # alone: no waiting
+        assert opt_a.rounds_alone == 1 and opt_a.local_epoch == 1
+        param_b, opt_b = make_peer(dhts[1], start)
+        wait_until(lambda: opt_b.tracker.global_epoch == 1, timeout=60,
+                   what="the late peer to see that the swarm reached epoch 1")
+        param_b.grad = torch.full((SIZE,), 5.0)
+        opt_b.step()  # behind the swarm: its change is dropped and it restarts from a's state
+        assert opt_b.local_epoch == 1 and opt_b.rounds_averaged == opt_b.rounds_alone == 0
+        assert torch.equal(opt_b.global_parameters()[0], opt_a.global_parameters()[0])
+        assert torch.equal(param_b.detach(), opt_a.global_parameters()[0])
+    finally:
+        opt_a.shutdown()
+        if opt_b is not None:
+            opt_b.shutdown()

@@ -5,6 +5,8 @@
     hivetrain swarm      run a whole local swarm on 127.0.0.1 (what ``make demo`` does)
     hivetrain status     the swarm at a glance: epochs, peers, scores, endpoints
     hivetrain chain      create and inspect the embedded dev chain
+    hivetrain export     write a miner checkpoint as a transformers-style model
+    hivetrain generate   caption an image or continue a prompt with an exported model
 
 Bad flags and bad values stop with one line that says what to change (exit code 2), never a
 traceback; ``--help`` on each subcommand lists every option with its default.
@@ -56,7 +58,44 @@ def build_parser() -> argparse.ArgumentParser:
     add_swarm_command(commands)
     add_status_command(commands)
     add_chain_subcommands(commands)
+    _add_export_commands(commands)
     return parser
+
+
+def _add_export_commands(commands) -> None:
+    export = commands.add_parser("export", help="write a checkpoint as a transformers-style model",
+                                 description="Turn a miner's checkpoint.pt into a self-contained "
+                                             "model folder (weights, config, tokenizer).")
+    export.add_argument("--checkpoint", required=True, metavar="FILE", help="a checkpoint.pt")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    export.add_argument("--preset", default=None, help="the model preset (default: inferred "
+                                                       "from the checkpoint's tensor shapes)")
+    export.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
+                        help="the run's tokenizer (default: the shipped BPE)")
+    export.add_argument("--push-to-hub", default=None, metavar="REPO",
+                        help="also upload the folder to this hub model repo")
+    export.set_defaults(handler=_run_export)
+
+    generate = commands.add_parser("generate", help="caption an image or continue a prompt",
+                                   description="Greedy generation with a model folder written by "
+                                               "hivetrain export.")
+    generate.add_argument("model", metavar="DIR", help="a folder written by hivetrain export")
+    generate.add_argument("--image", default=None, metavar="FILE", help="image to caption")
+    generate.add_argument("--prompt", default="", help="text to continue")
+    generate.add_argument("--max-new-tokens", type=int, default=32)
+    generate.set_defaults(handler=_run_generate)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from hivetrain.export import run_export  # torch and transformers: only paid when used
+
+    run_export(args)
+
+
+def _run_generate(args: argparse.Namespace) -> None:
+    from hivetrain.export import run_generate
+
+    run_generate(args)
 
 
 def _run_neuron(args: argparse.Namespace) -> None:
@@ -89,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
 def _operator_errors() -> tuple[type, ...]:
     """Errors whose message already says what to do: printed as one line, no traceback."""
     from hivetrain.chain import ChainError
+    from hivetrain.export import ExportError
     from hivetrain.miner.api import PortInUse
     from hivetrain.swarm.dht import SwarmError
 
-    return ChainError, SwarmError, PortInUse
+    return ChainError, SwarmError, PortInUse, ExportError
 
 
 def run_role(role: str, argv: list[str] | None = None) -> int:

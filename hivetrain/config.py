@@ -19,7 +19,8 @@ from typing import Any, Callable, Optional
 
 from hivetrain import major_version
 
-MODEL_PRESETS = ("tiny", "gpt2", "gpt2-medium", "gpt2-677m", "gpt2-large")
+MODEL_PRESETS = ("tiny", "gpt2", "gpt2-medium", "gpt2-677m", "gpt2-large",
+                 "mm-tiny", "mm-clip-gpt2-medium")
 NETWORKS = ("finney", "test", "local", "embedded")
 
 
@@ -113,7 +114,12 @@ class NeuronConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = option("tiny", "Architecture preset.", choices=MODEL_PRESETS)
+    preset: str = option("tiny", "Architecture preset; mm-* are multimodal (image encoder, "
+                                 "resampler and projection into GPT-2).", choices=MODEL_PRESETS)
+    trainable: str = option("full", "Multimodal presets: 'full' trains everything, 'projection' "
+                                    "freezes the image encoder and GPT-2 and trains (and "
+                                    "averages) only the resampler and projection.",
+                            choices=("full", "projection"))
     pretrained: Optional[str] = option(None, "Start from a transformers checkpoint (hub name or "
                                              "local folder) instead of the seeded init.",
                                        metavar="NAME_OR_PATH")
@@ -121,12 +127,16 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = option("embedded", "'embedded' (built offline from the Python standard "
-                                      "library's documentation) or a Hugging Face hub dataset "
-                                      "name, streamed.", metavar="NAME")
-    files: Optional[str] = option(None, "Glob of local .txt/.jsonl/.parquet files; overrides "
-                                        "--data.dataset.", metavar="GLOB")
+    dataset: str = option("embedded", "'embedded' (text: built offline from the Python standard "
+                                      "library's documentation; multimodal: generated shapes "
+                                      "scenes with captions) or a Hugging Face hub dataset name.",
+                          metavar="NAME")
+    files: Optional[str] = option(None, "Glob of local .txt/.jsonl/.parquet files (multimodal: "
+                                        "parquet files or an image folder with metadata.jsonl); "
+                                        "overrides --data.dataset.", metavar="GLOB")
     text_column: str = option("text", "Column holding the text in jsonl/parquet/hub data.")
+    image_column: str = option("image", "Multimodal: column holding the images.")
+    caption_column: str = option("caption", "Multimodal: column holding the captions.")
     tokenizer: Optional[str] = option(None, "Tokenizer name or path (default: the byte-level BPE "
                                             "shipped in assets/tokenizer).", metavar="NAME_OR_PATH")
     seq_len: int = option(128, "Tokens per training sequence.", check=positive)
@@ -145,8 +155,8 @@ class TrainConfig:
     batch_size: int = option(8, "Sequences per local forward/backward pass.", check=positive)
     target_batch_size: int = option(1024, "sync mode: samples the whole swarm accumulates per "
                                           "epoch (one averaged optimizer step).", check=positive)
-    inner_steps: int = option(500, "diloco mode: local optimizer steps per outer step (epoch).",
-                              check=positive)
+    inner_steps: int = option(500, "diloco mode: local optimizer steps per peer (on average over "
+                                   "the swarm) between outer steps (epochs).", check=positive)
     outer_lr: float = option(0.7, "diloco mode: learning rate of the outer Nesterov SGD.",
                              check=positive)
     outer_momentum: float = option(0.9, "diloco mode: momentum of the outer Nesterov SGD.",
@@ -340,6 +350,7 @@ def swarm_agreement(cfg: Config) -> dict:
     """The configuration values every peer of one swarm must share (besides model and tokenizer)."""
     t = cfg.train
     return {"seq_len": cfg.data.seq_len, "seed": cfg.neuron.seed, "pretrained": cfg.model.pretrained,
+            "trainable": cfg.model.trainable,
             "optimizer": {"name": t.optimizer, "lr": t.lr, "weight_decay": t.weight_decay,
                           "warmup_epochs": t.warmup_epochs, **_mode_agreement(t)}}
 

@@ -12,12 +12,15 @@ work is done.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from typing import Annotated
+from typing import Annotated, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hivetrain.chain.signing import CRYPTO_TYPE_NAMES, parse_crypto_type, verify_signature
+from hivetrain.model.image_tokens import LOWEST_PLACEHOLDER
 
 PROBE_PATH = "/v1/probe"
 STATUS_PATH = "/v1/status"
@@ -28,17 +31,53 @@ MAX_SEQ_LEN = 2048
 MAX_TOKENS = 8192
 MAX_COORDS = 1024
 DEFAULT_N_COORDS = 64
+MAX_IMAGES = 4 * MAX_BATCH  # interleaved rows may hold several images each
+MAX_IMAGE_SIDE = 448
+# Bounds the pixels of one probe: 4 images of 336 x 336 (the largest CLIP input) in RGB.
+MAX_PIXEL_BYTES = 4 * 3 * 336 * 336
+IGNORE_LABEL = -100  # a label the loss skips (image positions, padding)
 
 # Domain separation: a signature made for a probe answer can never pass for anything else.
 ANSWER_DOMAIN = b"hivetrain/probe-answer/1\n"
 
-TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+# Token ids, or the negative placeholders of an image span (hivetrain.model.image_tokens).
+TokenId = Annotated[int, Field(ge=LOWEST_PLACEHOLDER, lt=2**31)]
 TokenRow = Annotated[list[TokenId], Field(min_length=2, max_length=MAX_SEQ_LEN)]
+Label = Annotated[int, Field(ge=IGNORE_LABEL, lt=2**31)]
+LabelRow = Annotated[list[Label], Field(min_length=2, max_length=MAX_SEQ_LEN)]
 Coord = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
 
 
+class ImagePayload(BaseModel):
+    """uint8 images ``[n, 3, H, W]``, row-major bytes in base64: exact and about 1.3 x raw."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=4, max_length=4)]
+    data: Annotated[str, Field(max_length=(MAX_PIXEL_BYTES + 2) // 3 * 4)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImagePayload:
+        n, channels, height, width = self.shape
+        if n > MAX_IMAGES or channels != 3 or max(height, width) > MAX_IMAGE_SIDE:
+            raise ValueError(f"images must be [n<={MAX_IMAGES}, 3, H, W] with sides <= "
+                             f"{MAX_IMAGE_SIDE}, got {self.shape}")
+        try:
+            size = len(base64.b64decode(self.data, validate=True))
+        except binascii.Error as error:
+            raise ValueError(f"image data is not base64: {error}") from None
+        if size != n * channels * height * width:
+            raise ValueError(f"image data holds {size} bytes, shape {self.shape} needs "
+                             f"{n * channels * height * width}")
+        return self
+
+
 class ProbeRequest(BaseModel):
-    """What a validator asks: run the probe on these tokens with this seed."""
+    """What a validator asks: run the probe on this batch with this seed.
+
+    A text batch is its ``input_ids`` (its own labels); an image-caption batch adds ``labels``
+    (-100 where nothing is scored) and the images its spans refer to.
+    """
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -50,6 +89,10 @@ class ProbeRequest(BaseModel):
         description="The swarm epoch the validator's reference model is at.")
     n_coords: Annotated[int, Field(ge=1, le=MAX_COORDS)] = Field(
         DEFAULT_N_COORDS, description="How many gradient entries to return.")
+    labels: Optional[Annotated[list[LabelRow], Field(min_length=1, max_length=MAX_BATCH)]] = \
+        Field(None, description="[batch, seq] targets, -100 where unscored; default input_ids.")
+    pixel_values: Optional[ImagePayload] = Field(
+        None, description="The images of the image spans in input_ids, in reading order.")
 
     @model_validator(mode="after")
     def _rectangular_and_bounded(self) -> ProbeRequest:
@@ -58,6 +101,10 @@ class ProbeRequest(BaseModel):
             raise ValueError("input_ids rows must all have the same length")
         if width * len(self.input_ids) > MAX_TOKENS:
             raise ValueError(f"input_ids holds more than {MAX_TOKENS} tokens")
+        if self.labels is not None and [len(r) for r in self.labels] != [width] * len(self.input_ids):
+            raise ValueError("labels must have the shape of input_ids")
+        if self.pixel_values is None and any(min(row) < 0 for row in self.input_ids):
+            raise ValueError("input_ids hold image placeholders but no pixel_values were sent")
         return self
 
 

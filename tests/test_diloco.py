@@ -1,8 +1,9 @@
 """DiLoCo's outer step, checked against its formula on two real hivemind peers on loopback.
 
 Each peer's inner optimizer is plain SGD with learning rate 1 fed with gradients the test
-chooses, so every round's parameter change is known exactly; the global parameters after the
-outer steps must be what SGD with Nesterov momentum predicts from the average of those changes.
+chooses and records, so every round's parameter change is known exactly; the global parameters
+after the outer steps must be what SGD with Nesterov momentum predicts from the sample-weighted
+average of those changes.
 """
 
 import threading
@@ -19,7 +20,7 @@ from polling import wait_until
 SIZE = 64
 LR, MOMENTUM, INNER_STEPS = 0.7, 0.9, 2
 # hivemind hands each peer ``local + (average - local)``: equal to the average up to rounding.
-ROUNDING = 1e-6
+ROUNDING = 1e-5
 
 
 @pytest.fixture
@@ -51,6 +52,20 @@ def run_rounds(param, opt, grads_per_round):
             opt.step()
 
 
+def train_until(param, opt, epoch, seed, consumed):
+    """Step with seeded gradients until ``epoch``, recording each gradient's round in ``consumed``.
+
+    How many steps each peer takes in a round depends on when the swarm's progress says the round
+    is done, so the test records what each peer did rather than fixing it in advance.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    while opt.local_epoch < epoch:
+        grad = torch.randn(SIZE, generator=generator) * 1e-2
+        consumed.setdefault(opt.local_epoch, []).append(grad)
+        param.grad = grad.clone()
+        opt.step()
+
+
 def in_parallel(*jobs):
     threads = [threading.Thread(target=job) for job in jobs]
     for thread in threads:
@@ -70,22 +85,25 @@ def nesterov(start, changes, lr=LR, momentum=MOMENTUM):
 
 
 def test_two_peers_end_where_the_outer_nesterov_formula_says(dhts):
-    generator = torch.Generator().manual_seed(0)
-    start = torch.randn(SIZE, generator=generator)
+    start = torch.randn(SIZE, generator=torch.Generator().manual_seed(0))
     rounds = 2
-    grads = {peer: [[torch.randn(SIZE, generator=generator) for _ in range(INNER_STEPS)]
-                    for _ in range(rounds)] for peer in ("a", "b")}
     (param_a, opt_a), (param_b, opt_b) = make_peer(dhts[0], start), make_peer(dhts[1], start)
+    consumed_a, consumed_b = {}, {}
     try:
-        # A peer announces its progress from its first step on; the round ends at the second.
-        run_rounds(param_a, opt_a, [grads["a"][0][:1]])
-        run_rounds(param_b, opt_b, [grads["b"][0][:1]])
+        # A peer announces its progress from its first step on; let both see each other first.
+        for param, opt in ((param_a, opt_a), (param_b, opt_b)):
+            run_rounds(param, opt, [[torch.zeros(SIZE)]])
         wait_until(lambda: all(o.tracker.global_progress.num_peers == 2 for o in (opt_a, opt_b)),
                    timeout=60, what="both peers to see each other's progress")
-        in_parallel(lambda: run_rounds(param_a, opt_a, [grads["a"][0][1:]] + grads["a"][1:]),
-                    lambda: run_rounds(param_b, opt_b, [grads["b"][0][1:]] + grads["b"][1:]))
-        # With SGD at lr 1 a round's change (start - end) is the sum of its gradients.
-        changes = [(sum(grads["a"][r]) + sum(grads["b"][r])) / 2 for r in range(rounds)]
+        in_parallel(lambda: train_until(param_a, opt_a, rounds, 1, consumed_a),
+                    lambda: train_until(param_b, opt_b, rounds, 2, consumed_b))
+        # With SGD at lr 1 a round's change (start - end) is the sum of its gradients; the
+        # swarm averages the changes weighted by samples (one per step, plus the zero step).
+        changes = []
+        for r in range(rounds):
+            steps = [len(c[r]) + (r == 0) for c in (consumed_a, consumed_b)]
+            changes.append((sum(consumed_a[r]) * steps[0] + sum(consumed_b[r]) * steps[1])
+                           / sum(steps))
         expected = nesterov(start, changes)
         assert opt_a.rounds_averaged == opt_b.rounds_averaged == rounds
         assert opt_a.local_epoch == opt_b.local_epoch == rounds
@@ -93,7 +111,7 @@ def test_two_peers_end_where_the_outer_nesterov_formula_says(dhts):
             assert torch.allclose(opt.global_parameters()[0], expected, atol=ROUNDING, rtol=0)
             assert torch.equal(param.detach(), opt.global_parameters()[0])  # next round starts at G
         # A peer averaging with no one would be off by a whole round's change from the formula.
-        alone = nesterov(start, [sum(g) for g in grads["a"]])
+        alone = nesterov(start, [sum(consumed_a[r]) for r in range(rounds)])
         assert (alone - expected).abs().max() > 1000 * ROUNDING
         # The vector is one part, reduced by one of the two peers: the other sends it, in fp32.
         assert opt_a.bytes_sent.total + opt_b.bytes_sent.total == rounds * SIZE * 4

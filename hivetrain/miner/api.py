@@ -37,12 +37,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from hivetrain import __version__
-from hivetrain.protocol import (PROBE_PATH, STATUS_PATH, ProbeAnswer, ProbeRequest, ProbeResponse,
-                                StatusResponse, sign_answer)
+from hivetrain.protocol import (MAX_PIXEL_BYTES, PROBE_PATH, STATUS_PATH, ProbeAnswer, ProbeRequest,
+                                ProbeResponse, StatusResponse, sign_answer)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 256 * 1024  # a full-size probe (8192 token ids as JSON) is ~70 KiB
+# A full-size text probe (8192 token ids and labels as JSON) is ~120 KiB; images add their base64.
+DEFAULT_MAX_BODY_BYTES = 256 * 1024 + (MAX_PIXEL_BYTES + 2) // 3 * 4
 DEFAULT_RATE_LIMIT_PER_MINUTE = 30
 PUBLIC_PATHS = frozenset({STATUS_PATH, "/openapi.json"})
 

@@ -7,10 +7,9 @@ epoch gets the same loss and gradient, and a probe never waits for an averaging 
 
 from __future__ import annotations
 
-import torch
-
 from hivetrain.chain import Chain
 from hivetrain.miner.trainer import Trainer
+from hivetrain.model.inputs import request_inputs
 from hivetrain.model.probe import param_digest, probe_loss_and_grad
 from hivetrain.protocol import ProbeRequest
 
@@ -26,12 +25,9 @@ class MinerService:
 
     def probe(self, request: ProbeRequest) -> dict:
         trainer = self.trainer
-        input_ids = torch.tensor(request.input_ids, dtype=torch.long, device=trainer.device)
-        if int(input_ids.max()) >= trainer.model.config.vocab_size:
-            raise ValueError("token id outside the model's vocabulary")
+        inputs = request_inputs(request, trainer.device)
         with trainer.published_lock:
-            result = probe_loss_and_grad(trainer.published, input_ids, request.seed,
-                                         request.n_coords)
+            result = probe_loss_and_grad(trainer.published, inputs, request.seed, request.n_coords)
             answer = {"loss": result.loss, "coords": result.coords, "grad_values": result.grad_values,
                       "epoch": trainer.published_epoch,
                       "param_digest": param_digest(trainer.published), "peer_id": self.peer_id,

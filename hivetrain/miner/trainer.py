@@ -26,6 +26,7 @@ import torch
 from hivetrain.config import TrainConfig
 from hivetrain.miner.checkpoint import Checkpoint, save_checkpoint
 from hivetrain.model.gpt2 import param_digest, param_sketch
+from hivetrain.model.inputs import model_inputs, rows
 from hivetrain.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class TrainingState:
 class Trainer:
     """Runs the training loop until ``stop`` is set, the duration passes or max_epochs is hit.
 
-    :param batches: iterator of [batch, seq] token tensors from this miner's own data shard.
+    :param batches: iterator of batches from this miner's own data shard: [batch, seq] token
+        tensors, or dicts of model inputs (:func:`hivetrain.model.inputs.model_inputs`).
     :param heldout: fixed held-out batches, never trained on, for the held-out loss.
     """
 
@@ -90,18 +92,18 @@ class Trainer:
         self.model.train()
         self.report(window_losses, 0.0)
         while not self.stop.is_set() and time.monotonic() < deadline:
-            batch = next(self.batches).to(self.device, non_blocking=True)
+            inputs = model_inputs(next(self.batches), self.device)
             with self.autocast():
-                loss = self.model(input_ids=batch, labels=batch).loss
+                loss = self.model(**inputs).loss
             loss.backward()
             step_started = time.monotonic()
             self.opt.step()  # an epoch's step includes matchmaking and the all-reduces
             step_seconds = time.monotonic() - step_started
             self.opt.zero_grad()
             window_losses.append(loss.item())
-            window_samples += batch.shape[0]
-            self.state.samples += batch.shape[0]
-            self.state.samples_since_probe += batch.shape[0]
+            window_samples += rows(inputs)
+            self.state.samples += rows(inputs)
+            self.state.samples_since_probe += rows(inputs)
             if self.opt.local_epoch != last_epoch:
                 last_epoch = self.opt.local_epoch
                 self.on_new_epoch(last_epoch, step_seconds)
@@ -137,9 +139,8 @@ class Trainer:
         losses = []
         with self.published_lock:
             for batch in self.heldout:
-                batch = batch.to(self.device)
                 with self.autocast():
-                    losses.append(self.published(input_ids=batch, labels=batch).loss.item())
+                    losses.append(self.published(**model_inputs(batch, self.device)).loss.item())
         return sum(losses) / len(losses)
 
     def report(self, losses: list[float], samples_per_second: float) -> None:

@@ -1,7 +1,7 @@
 """The probe: one loss and a few gradient coordinates, computed identically by miner and validator.
 
 A validator checks that a miner really holds the swarm's current model by sending it a batch of
-held-out tokens and a seed. Both sides run :func:`probe_loss_and_grad` on that batch: the loss
+held-out data (tokens; for multimodal models also labels and images) and a seed. Both sides run :func:`probe_loss_and_grad` on that batch: the loss
 shows the miner's weights are as trained as the validator's, and a handful of gradient entries at
 seed-chosen coordinates show the miner ran the real backward pass rather than echoing a number.
 Coordinates are drawn from the seed alone, so the validator knows them before the miner answers
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from hivetrain.model.gpt2 import param_digest
+from hivetrain.model.image_tokens import LOWEST_PLACEHOLDER
+from hivetrain.model.inputs import Inputs, model_inputs
 
 __all__ = ["ProbeResult", "probe_loss_and_grad", "probe_coords", "trainable_parameters",
            "param_digest", "cosine"]
@@ -61,34 +63,28 @@ def probe_coords(sizes: list[int], seed: int, n_coords: int) -> list[tuple[int, 
     return coords
 
 
-def probe_loss_and_grad(model: torch.nn.Module, input_ids: torch.Tensor, seed: int,
+def probe_loss_and_grad(model: torch.nn.Module, batch: torch.Tensor | Inputs, seed: int,
                         n_coords: int = 64) -> ProbeResult:
-    """Language-modelling loss of ``model`` on ``input_ids`` and its gradient at seeded coordinates.
+    """Loss of ``model`` on ``batch`` and its gradient at seeded coordinates of trainable parameters.
 
-    :param model: a ``transformers.GPT2LMHeadModel`` (anything taking ``input_ids`` and ``labels``).
-    :param input_ids: ``[batch, seq]`` token ids; moved to the model's device.
+    :param model: GPT-2 or multimodal GPT-2 (anything taking ``input_ids`` and ``labels``).
+    :param batch: ``[batch, seq]`` token ids (their own labels) or a dict of model inputs
+        (:func:`hivetrain.model.inputs.model_inputs`); moved to the model's device.
     :raises ValueError: when the batch does not fit the model (token ids outside the vocabulary,
-        sequence longer than the position table) or ``n_coords`` is out of range.
+        sequence longer than the position table, image spans without images) or ``n_coords`` is
+        out of range.
     """
-    if input_ids.dim() != 2 or input_ids.shape[1] < 2:
-        raise ValueError(f"input_ids must be [batch, seq>=2], got shape {tuple(input_ids.shape)}")
-    config = getattr(model, "config", None)
-    if config is not None:
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
-            raise ValueError(f"token ids must be in [0, {config.vocab_size})")
-        if input_ids.shape[1] > config.n_positions:
-            raise ValueError(f"sequence of {input_ids.shape[1]} tokens exceeds the model's "
-                             f"{config.n_positions} positions")
     named = trainable_parameters(model)
     params = [param for _, param in named]
-    coords = probe_coords([param.numel() for param in params], seed, n_coords)
     device = params[0].device
+    inputs = model_inputs(batch, device)
+    _check_fits(model, inputs)
+    coords = probe_coords([param.numel() for param in params], seed, n_coords)
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
-            input_ids = input_ids.to(device=device, dtype=torch.long)
-            loss = model(input_ids=input_ids, labels=input_ids).loss
+            loss = model(**inputs).loss
             grads = torch.autograd.grad(loss, params, allow_unused=True)
     finally:
         model.train(was_training)
@@ -97,6 +93,26 @@ def probe_loss_and_grad(model: torch.nn.Module, input_ids: torch.Tensor, seed: i
             for grad, param in zip(grads, params)]
     values = torch.stack([flat[p][i] for p, i in coords])
     return ProbeResult(loss=loss.item(), coords=coords, grad_values=values.float().cpu().tolist())
+
+
+def _check_fits(model: torch.nn.Module, inputs: Inputs) -> None:
+    input_ids, labels = inputs["input_ids"], inputs["labels"]
+    if input_ids.dim() != 2 or input_ids.shape[1] < 2:
+        raise ValueError(f"input_ids must be [batch, seq>=2], got shape {tuple(input_ids.shape)}")
+    if labels.shape != input_ids.shape:
+        raise ValueError("labels must have the shape of input_ids")
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    lowest = LOWEST_PLACEHOLDER if "pixel_values" in inputs else 0
+    if input_ids.numel() and (input_ids.min() < lowest or input_ids.max() >= config.vocab_size):
+        raise ValueError(f"token ids must be in [0, {config.vocab_size})")
+    scored = labels[labels != -100]
+    if scored.numel() and (scored.min() < 0 or scored.max() >= config.vocab_size):
+        raise ValueError(f"labels must be -100 or in [0, {config.vocab_size})")
+    if input_ids.shape[1] > config.n_positions:
+        raise ValueError(f"sequence of {input_ids.shape[1]} tokens exceeds the model's "
+                         f"{config.n_positions} positions")
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -5,9 +5,9 @@ steps: about 0.9 GB per peer per round for GPT-2 124M in fp32, more than a home 
 time a GPU takes for the steps. DiLoCo (Douillard et al. 2023) and OpenDiLoCo (Jaghouar et al.
 2024, on hivemind) average once per ``H`` inner steps instead:
 
-1. every peer starts a round from the same *global* parameters ``G`` and takes ``H`` local AdamW
-   steps on its own data, reaching ``theta``;
-2. the peers all-reduce the *pseudo-gradient* ``G - theta``;
+1. every peer starts a round from the same *global* parameters ``G`` and takes local AdamW
+   steps on its own data, reaching ``theta``, until the swarm has taken ``H`` steps per peer;
+2. the peers all-reduce the *pseudo-gradient* ``G - theta``, weighted by their samples;
 3. every peer applies the same outer optimizer step, SGD with Nesterov momentum, to ``G`` with
    the averaged pseudo-gradient, and continues from the new ``G``.
 
@@ -121,7 +121,7 @@ class DiLoCoOptimizer:
     # ---- the training step -------------------------------------------------------------------
 
     def step(self) -> None:
-        """One inner step; ends the round with the outer step after ``inner_steps`` of them."""
+        """One inner step; ends the round with the outer step once the swarm has done its share."""
         self.inner.step()
         self.inner_step += 1
         self._apply_schedule()
@@ -130,8 +130,21 @@ class DiLoCoOptimizer:
             logger.info("swarm moved on to epoch %d while this peer was at %d: loading its state",
                         self.tracker.global_epoch, self.local_epoch)
             self.load_state_from_peers()
-        elif self.inner_step >= self.inner_steps:
+        elif self._swarm_round_done():
             self.end_round()
+
+    def _swarm_round_done(self) -> bool:
+        """Whether the swarm has taken ``inner_steps`` steps per training peer this round.
+
+        Counting the swarm's samples rather than this peer's steps makes every peer end the round
+        at the same moment, so all of them meet in one all-reduce: a faster peer takes a few more
+        steps, a slower one fewer, and the average weighs each change by its samples. Ending at
+        a fixed local step count instead leaves the slowest peer outside every group.
+        """
+        progress = self.tracker.global_progress
+        training_peers = max(1, progress.num_peers - progress.num_clients)
+        self.tracker.target_batch_size = self.inner_steps * self.train.batch_size * training_peers
+        return self.tracker.ready_to_update_epoch
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.inner.zero_grad(set_to_none=set_to_none)
@@ -141,15 +154,15 @@ class DiLoCoOptimizer:
         with torch.no_grad():
             local = [p.detach().to("cpu", torch.float32) for p in self.params]
             change = [start - theta for start, theta in zip(self._round_start, local)]
-        self.inner_step = 0
+        samples, self.inner_step = self.inner_step * self.train.batch_size, 0
         if not self.overlap:
-            round_ = self._average(change, self.local_epoch)
+            round_ = self._average(change, self.local_epoch, samples)
             if self._outer_step(self._finish(round_) if round_ else change):
                 self._move_local(self.global_params)
             return
         if self._pending is not None and not self._outer_step(self._finish(self._pending)):
             return  # reloaded the swarm's state instead: this round's change is void
-        self._pending = self._average(change, self.local_epoch)
+        self._pending = self._average(change, self.local_epoch, samples)
         if self._pending is None:  # alone in the swarm: nothing to overlap with
             self._outer_step(change)
             self._move_local(self.global_params)
@@ -157,8 +170,11 @@ class DiLoCoOptimizer:
             with torch.no_grad():
                 self._move_local([g - c for g, c in zip(self.global_params, change)])
 
-    def _average(self, change: list[torch.Tensor], epoch: int) -> _Round | None:
-        """Start the all-reduce of ``change`` with the peers at ``epoch``; None when alone."""
+    def _average(self, change: list[torch.Tensor], epoch: int, samples: int) -> _Round | None:
+        """Start the all-reduce of ``change``, weighted by ``samples``, with the peers at ``epoch``.
+
+        Returns None when this peer is the only one training.
+        """
         progress = self.tracker.global_progress
         if progress.num_peers - progress.num_clients <= 1:
             self.rounds_alone += 1
@@ -170,7 +186,8 @@ class DiLoCoOptimizer:
         gather_sketch = self._sketch()
         try:
             control = self.averager.step(gather={"epoch": epoch, "sketch": gather_sketch},
-                                         timeout=self.averaging_timeout, wait=False)
+                                         weight=float(samples), timeout=self.averaging_timeout,
+                                         wait=False)
         except Exception as error:  # the averager process is gone: train on alone
             logger.warning("could not start averaging round %d: %r", epoch, error)
             self.rounds_alone += 1

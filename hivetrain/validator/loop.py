@@ -26,8 +26,8 @@ import torch
 
 from hivetrain.chain import Chain
 from hivetrain.config import ValidatorConfig
-from hivetrain.data import TokenData
 from hivetrain.data.tokens import derive_seed
+from hivetrain.model.inputs import model_inputs, request_fields, request_inputs
 from hivetrain.model.probe import cosine, probe_loss_and_grad
 from hivetrain.protocol import ProbeRequest
 from hivetrain.telemetry import Telemetry
@@ -64,7 +64,7 @@ class Validator:
     """
 
     def __init__(self, cfg: ValidatorConfig, chain: Chain, uid: int, model: torch.nn.Module,
-                 optimizer, data: TokenData, seq_len: int, telemetry: Telemetry, run_dir: Path):
+                 optimizer, data, seq_len: int, telemetry: Telemetry, run_dir: Path):
         self.cfg, self.chain, self.uid, self.model, self.opt = cfg, chain, uid, model, optimizer
         self.data, self.seq_len, self.telemetry = data, seq_len, telemetry
         self.scores_path = run_dir / SCORES_FILE
@@ -119,7 +119,7 @@ class Validator:
     def make_request(self, block_hash: str, uid: int, epoch: int) -> ProbeRequest:
         seed = derive_seed(block_hash, self.chain.hotkey, uid) % 2**63
         batch = self.data.probe_batch(seed, self.cfg.probe_batch_size, self.seq_len)
-        return ProbeRequest(input_ids=batch.tolist(), seed=seed, expected_epoch=epoch,
+        return ProbeRequest(**request_fields(batch), seed=seed, expected_epoch=epoch,
                             n_coords=N_COORDS)
 
     async def probe_all(self, targets: dict, requests: dict) -> dict[int, ProbeReply | None]:
@@ -140,9 +140,7 @@ class Validator:
         # hold. The lag check compares with the epoch the request was sent at.
         held = self.snapshots.get(answer.epoch, self.snapshots[max(self.snapshots)])
         self.reference_model.load_state_dict(held)
-        device = next(self.reference_model.parameters()).device
-        reference = probe_loss_and_grad(self.reference_model,
-                                        torch.tensor(request.input_ids, device=device),
+        reference = probe_loss_and_grad(self.reference_model, request_inputs(request),
                                         request.seed, request.n_coords)
         coords_match = [tuple(c) for c in answer.coords] == [tuple(c) for c in reference.coords]
         similarity = cosine(answer.grad_values, reference.grad_values) if coords_match else math.nan
@@ -159,7 +157,7 @@ class Validator:
         self.reference_model.load_state_dict(self.snapshots[max(self.snapshots)])
         self.reference_model.eval()
         device = next(self.reference_model.parameters()).device
-        return sum(self.reference_model(input_ids=b.to(device), labels=b.to(device)).loss.item()
+        return sum(self.reference_model(**model_inputs(b, device)).loss.item()
                    for b in self.heldout) / len(self.heldout)
 
     def report(self, results: list[RoundResult], epoch: int, block: int,

@@ -143,3 +143,24 @@ def test_a_lagging_peer_loads_the_global_state_instead_of_averaging(dhts):
         opt_a.shutdown()
         if opt_b is not None:
             opt_b.shutdown()
+
+
+def test_a_peer_whose_global_parameters_diverged_reloads_the_reference_state(dhts):
+    """A lost all-reduce part leaves one peer with other global parameters; the next round's
+    sketches expose it and exactly one of the two reloads the other's state."""
+    start = torch.zeros(SIZE)
+    (param_a, opt_a), (param_b, opt_b) = make_peer(dhts[0], start), make_peer(dhts[1], start)
+    try:
+        for param, opt in ((param_a, opt_a), (param_b, opt_b)):
+            run_rounds(param, opt, [[torch.zeros(SIZE)]])
+        wait_until(lambda: all(o.tracker.global_progress.num_peers == 2 for o in (opt_a, opt_b)),
+                   timeout=60, what="both peers to see each other's progress")
+        with torch.no_grad():
+            opt_b.global_params[0][: SIZE // 4] += 0.5  # as if a quarter of a round went missing
+        in_parallel(lambda: train_until(param_a, opt_a, 1, 1, {}),
+                    lambda: train_until(param_b, opt_b, 1, 2, {}))
+        assert opt_a.local_epoch == opt_b.local_epoch == 1
+        assert torch.equal(opt_a.global_parameters()[0], opt_b.global_parameters()[0])
+    finally:
+        opt_a.shutdown()
+        opt_b.shutdown()

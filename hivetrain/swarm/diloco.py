@@ -32,6 +32,8 @@ import hivemind
 import torch
 from hivemind.averaging import DecentralizedAverager
 from hivemind.averaging.control import StepControl
+from hivemind.compression import (CompressionInfo, NoCompression, RoleAdaptiveCompression,
+                                  TensorRole)
 from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.utils.crypto import RSAPrivateKey
 
@@ -40,10 +42,13 @@ from hivetrain.swarm.traffic import ByteCounter, CountingCompression
 
 logger = logging.getLogger(__name__)
 
-# Peers whose global parameters differ by more than this (in any of a few sampled coordinates)
-# hold different models; float rounding in the all-reduce accounts for ~1e-7.
-AGREEMENT_TOLERANCE = 1e-5
-SKETCH_SIZE = 16
+# Peers compare their global parameters as the L2 norms of SKETCH_SIZE contiguous chunks. An
+# all-reduce part that did not arrive (hivemind logs "received 82.7% results" and goes on) leaves
+# a peer with its own change over a whole chunk: a relative difference of 1e-3 or more in that
+# chunk's norm. Float rounding and fp16 compression of the averaged change move norms by ~1e-6 per
+# round; when that drift adds up past the tolerance, the minority simply reloads the state.
+AGREEMENT_RTOL = 1e-4
+SKETCH_SIZE = 64
 # Group keys carry the round's epoch in this many bits, so rounds of different epochs never mix.
 EPOCH_BITS = 16
 
@@ -77,7 +82,8 @@ class DiLoCoOptimizer:
         run so a joining peer warms up where the swarm is, not from zero.
     :param observer: follow the swarm's global state without training or averaging (validators).
     :param compression: hivemind compression for the averaged pseudo-gradients.
-    :param state_compression: compression for the global state sent to joining peers.
+    :param state_compression: compression for the outer momentum sent to joining peers (the
+        global parameters are always sent exactly).
     """
 
     def __init__(self, dht: hivemind.DHT, run_id: str, params: Sequence[torch.nn.Parameter],
@@ -109,7 +115,10 @@ class DiLoCoOptimizer:
             # hivemind warns that requests slower than matchmaking can deadlock it.
             request_timeout=min(3.0, train.matchmaking_time / 2),
             compression=CountingCompression(compression, self.bytes_sent),
-            state_compression=state_compression, allow_state_sharing=not observer,
+            # Global parameters travel exactly: a rounded copy would never agree with the swarm's.
+            state_compression=RoleAdaptiveCompression(parameter=NoCompression(),
+                                                      default=state_compression),
+            allow_state_sharing=not observer,
             client_mode=dht.client_mode, next_chunk_timeout=train.averaging_timeout)
         # Its own signing key, not hivemind's process-wide one: progress records are keyed by the
         # signer, so two optimizers in one process would otherwise overwrite each other's.
@@ -240,24 +249,29 @@ class DiLoCoOptimizer:
     # ---- agreement and the global state ------------------------------------------------------
 
     def _sketch(self) -> list[float]:
-        flat = torch.cat([g.reshape(-1) for g in self.global_params])
-        step = max(1, flat.numel() // SKETCH_SIZE)
-        return flat[::step][:SKETCH_SIZE].tolist()
+        flat = torch.cat([g.reshape(-1) for g in self.global_params]).double()
+        return [chunk.norm().item() for chunk in flat.tensor_split(SKETCH_SIZE)]
 
     def _check_agreement(self, gathered: dict, own_sketch: list[float]) -> None:
-        """Mark this peer as diverged when most of its group held other global parameters.
+        """Mark this peer as diverged when its group's reference holds other global parameters.
 
-        A round that failed for some peers but not others leaves them with different ``G``;
-        averaging changes would never repair that, so the minority reloads the majority's state.
+        A round that failed for some peers but not others, or a part of the all-reduce that never
+        arrived, leaves peers with different ``G``; averaging changes never repairs that. The
+        reference is the sketch most peers agree with, ties broken by the lowest peer id, so with
+        two peers exactly one of them reloads the other's state.
         """
-        sketches = [data["sketch"] for data in gathered.values()
+        sketches = [data["sketch"] for _, data in sorted(gathered.items(), key=lambda kv: str(kv[0]))
                     if isinstance(data, dict) and len(data.get("sketch", ())) == SKETCH_SIZE]
+        if not sketches:
+            return
 
-        def support(sketch):
-            return sum(max(abs(x - y) for x, y in zip(sketch, other)) <= AGREEMENT_TOLERANCE
-                       for other in sketches)
+        def close(a, b):
+            return all(abs(x - y) <= AGREEMENT_RTOL * max(abs(x), abs(y), 1e-12)
+                       for x, y in zip(a, b))
 
-        self._agrees_with_swarm = support(own_sketch) >= max(map(support, sketches), default=0)
+        support = [sum(close(s, other) for other in sketches) for s in sketches]
+        reference = sketches[support.index(max(support))]
+        self._agrees_with_swarm = close(own_sketch, reference)
 
     def _share_state_priority(self) -> None:
         """Peers download from the newest epoch, and among equals from those in agreement."""
@@ -271,7 +285,9 @@ class DiLoCoOptimizer:
             tensors = [g.detach().clone() for g in self.global_params]
             if has_momentum:
                 tensors += [m.detach().clone() for m in momentum]
-            return {"epoch": self.local_epoch, "has_momentum": has_momentum}, tensors, None
+            infos = [CompressionInfo.from_tensor(t, key=i, role=TensorRole.PARAMETER if i < len(
+                self.global_params) else TensorRole.OPTIMIZER) for i, t in enumerate(tensors)]
+            return {"epoch": self.local_epoch, "has_momentum": has_momentum}, tensors, infos
 
     def load_state_from_peers(self) -> bool:
         """Download the swarm's global state and restart the local round from it."""

@@ -1,6 +1,7 @@
 # The two commands of the README, each doing its own set-up.
 #   make demo   virtualenv + pinned install + post_install.py + the local swarm
 #   make test   the same set-up + test dependencies (pytest, pm2 from npm) + the test suite
+#   make demo-multimodal   the local swarm on the multimodal mm-tiny preset (shapes captions)
 #   make test-slow / make bench   soak tests and benchmark figures (docs/benchmarks.md)
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo demo-multimodal test test-slow bench bench-multimodal install clean
 
 $(VENV)/.installed: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,10 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m hivetrain swarm --swarm.dir runs/demo $(ARGS)
 
+demo-multimodal: install
+	$(PY) -m hivetrain swarm --swarm.dir runs/demo-multimodal --model.preset mm-tiny \
+		--data.seq_len 32 $(ARGS)
+
 test: $(VENV)/.installed-dev node_modules/.bin/pm2
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
@@ -40,7 +45,10 @@ test-slow: $(VENV)/.installed-dev
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
-	$(PY) bench/swarm_efficiency.py $(ARGS)
+	$(PY) bench/low_communication.py $(ARGS)
+
+bench-multimodal: $(VENV)/.installed
+	$(PY) bench/multimodal_caption.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

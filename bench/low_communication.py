@@ -77,7 +77,7 @@ def hivemind_peer(seconds: float, initial_peers: list[str], out: Path) -> None:
     counter = ByteCounter()
     opt = hivemind.Optimizer(
         dht=dht, run_id="handwritten-baseline", batch_size_per_step=BATCH, target_batch_size=1024,
-        optimizer=torch.optim.AdamW(model.parameters(), lr=float(LR), betas=(0.9, 0.95)),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=float(LR), betas=(0.9, 0.95)),
         params=model.parameters(), matchmaking_time=3.0, averaging_timeout=30.0,
         grad_compression=CountingCompression(NoCompression(), counter), verbose=False)
     telemetry = Telemetry(cfg, run_name="baseline", group="baseline")

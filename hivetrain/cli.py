@@ -21,6 +21,9 @@ import sys
 from hivetrain import __version__
 from hivetrain.config import ConfigError, add_config_arguments, config_from_args
 
+# The flags that say which swarm (run_id) ``hivetrain export`` downloads and how to reach it.
+EXPORT_SECTIONS = ["subtensor", "chain", "dht", "neuron", "model", "data", "train", "logging"]
+
 logger = logging.getLogger("hivetrain")
 
 
@@ -63,17 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_export_commands(commands) -> None:
-    export = commands.add_parser("export", help="write a checkpoint as a transformers-style model",
-                                 description="Turn a miner's checkpoint.pt into a self-contained "
-                                             "model folder (weights, config, tokenizer).")
-    export.add_argument("--checkpoint", required=True, metavar="FILE", help="a checkpoint.pt")
+    export = commands.add_parser(
+        "export", help="write the swarm's model (or a checkpoint) as a transformers-style model",
+        description="Download the swarm's current model from its peers (the --netuid, --subtensor, "
+                    "--dht, --model, --data and --train flags say which swarm, as for a miner) or "
+                    "read a miner's checkpoint.pt, and write a self-contained model folder "
+                    "(weights, config, tokenizer).")
     export.add_argument("--out", required=True, metavar="DIR", help="folder to write")
-    export.add_argument("--preset", default=None, help="the model preset (default: inferred "
-                                                       "from the checkpoint's tensor shapes)")
-    export.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
-                        help="the run's tokenizer (default: the shipped BPE)")
+    export.add_argument("--checkpoint", default=None, metavar="FILE",
+                        help="export this checkpoint.pt instead of the live swarm (the preset is "
+                             "inferred from its tensor shapes unless --model.preset is given)")
     export.add_argument("--push-to-hub", default=None, metavar="REPO",
                         help="also upload the folder to this hub model repo")
+    add_config_arguments(export, EXPORT_SECTIONS)
     export.set_defaults(handler=_run_export)
 
     generate = commands.add_parser("generate", help="caption an image or continue a prompt",
@@ -87,9 +92,10 @@ def _add_export_commands(commands) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args, role="export", sections=EXPORT_SECTIONS)
     from hivetrain.export import run_export  # torch and transformers: only paid when used
 
-    run_export(args)
+    run_export(args, cfg)
 
 
 def _run_generate(args: argparse.Namespace) -> None:

@@ -6,8 +6,10 @@ hivetrain), and for the multimodal family ``config.json`` + ``model.safetensors`
 :func:`hivetrain.model.multimodal.load_multimodal`. :func:`load_exported` tells them apart by
 the config's ``model_type``.
 
-``hivetrain export`` turns a miner's ``checkpoint.pt`` into such a folder, optionally pushing it
-to the hub; ``hivetrain generate`` captions an image or continues a prompt with one.
+``hivetrain export`` writes such a folder from the live swarm (it joins the DHT as a client and
+downloads the swarm-global state, as a validator does) or from a miner's ``checkpoint.pt``,
+optionally pushing it to the hub; ``hivetrain generate`` captions an image or continues a prompt
+with one.
 """
 
 from __future__ import annotations
@@ -199,14 +201,58 @@ def caption_accuracy(model: MultimodalGPT2, data, n_images: int = 256,
             "examples": examples[:8]}
 
 
-def run_export(args: argparse.Namespace) -> None:
-    """``hivetrain export``: checkpoint -> folder (-> hub)."""
-    if not Path(args.checkpoint).is_file():
-        raise ExportError(f"--checkpoint {args.checkpoint} is not a file")
-    tokenizer = load_tokenizer(args.tokenizer)
-    model = model_from_checkpoint(args.checkpoint, tokenizer, args.preset)
+def model_from_swarm(cfg) -> tuple[torch.nn.Module, object, int]:
+    """The swarm's current model, its tokenizer and epoch, downloaded from the peers of its run.
+
+    Bootstraps like ``hivetrain status`` (chain commitments plus ``--dht.initial_peers``, client
+    mode: nothing needs to dial this machine) and loads the global state as validators do.
+    """
+    from hivetrain.chain import Chain
+    from hivetrain.recipe import build_recipe
+    from hivetrain.swarm.dht import start_dht
+    from hivetrain.swarm.optimizer import make_optimizer
+
+    chain = Chain.open(cfg.subtensor.network, cfg.subtensor.chain_endpoint,
+                       cfg.chain.path or str(cfg.run_dir / "chain.sqlite"), cfg.netuid)
+    try:
+        initial_peers = [*cfg.dht.initial_peers, *chain.discover_dht_addrs()]
+    finally:
+        chain.close()
+    recipe = build_recipe(cfg)
+    dht = start_dht(cfg.dht.host_ip, 0, None, initial_peers, None, cfg.dht.bootstrap_timeout,
+                    client_mode=True)
+    try:
+        optimizer = make_optimizer(dht, recipe.run_id, recipe.model, cfg.train,
+                                   torch.device("cpu"), observer=True)
+        try:
+            optimizer.tracker.fetched_global_progress_this_epoch.wait(30)
+            if optimizer.tracker.global_epoch == 0 and not optimizer.tracker.global_progress.num_peers:
+                raise ExportError(f"no peer of run {recipe.run_id} reports progress; is the swarm "
+                                  f"running with these --model/--data/--train flags? Or export a "
+                                  f"miner's --checkpoint")
+            optimizer.load_global_state()
+            epoch = optimizer.local_epoch
+        finally:
+            optimizer.shutdown()
+    finally:
+        dht.shutdown()
+    return recipe.model, recipe.tokenizer, epoch
+
+
+def run_export(args: argparse.Namespace, cfg) -> None:
+    """``hivetrain export``: swarm or checkpoint -> folder (-> hub); ``cfg`` from the flags."""
+    if args.checkpoint:
+        if not Path(args.checkpoint).is_file():
+            raise ExportError(f"--checkpoint {args.checkpoint} is not a file")
+        tokenizer = load_tokenizer(cfg.data.tokenizer)
+        preset = getattr(args, "model.preset", None)  # inferred from the shapes when not given
+        model = model_from_checkpoint(args.checkpoint, tokenizer, preset)
+        source = args.checkpoint
+    else:
+        model, tokenizer, epoch = model_from_swarm(cfg)
+        source = f"the swarm at epoch {epoch}"
     out = export_model(model, tokenizer, args.out)
-    print(f"exported {type(model).__name__} to {out}")
+    print(f"exported {type(model).__name__} from {source} to {out}")
     if args.push_to_hub:
         print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
 

@@ -53,7 +53,8 @@ def run_rounds(param, opt, grads_per_round):
 
 
 def train_until(param, opt, epoch, seed, consumed):
-    """Step with seeded gradients until ``epoch``, recording each gradient's round in ``consumed``.
+    """Step with seeded gradients until ``epoch``, recording each gradient's round in ``consumed``
+    (rounds counted from 0; with overlap a round's outer step comes one round later).
 
     How many steps each peer takes in a round depends on when the swarm's progress says the round
     is done, so the test records what each peer did rather than fixing it in advance.
@@ -61,7 +62,7 @@ def train_until(param, opt, epoch, seed, consumed):
     generator = torch.Generator().manual_seed(seed)
     while opt.local_epoch < epoch:
         grad = torch.randn(SIZE, generator=generator) * 1e-2
-        consumed.setdefault(opt.local_epoch, []).append(grad)
+        consumed.setdefault(opt.rounds_ended, []).append(grad)
         param.grad = grad.clone()
         opt.step()
 
@@ -164,3 +165,72 @@ def test_a_peer_whose_global_parameters_diverged_reloads_the_reference_state(dht
     finally:
         opt_a.shutdown()
         opt_b.shutdown()
+
+
+def test_overlap_applies_each_round_one_round_later_and_keeps_local_progress(dhts):
+    start = torch.randn(SIZE, generator=torch.Generator().manual_seed(3))
+    (param_a, opt_a), (param_b, opt_b) = (make_peer(dhts[0], start, overlap=True),
+                                          make_peer(dhts[1], start, overlap=True))
+    consumed_a, consumed_b = {}, {}
+    try:
+        for param, opt, consumed in ((param_a, opt_a, consumed_a), (param_b, opt_b, consumed_b)):
+            consumed[0] = [torch.zeros(SIZE)]
+            run_rounds(param, opt, [consumed[0]])
+        wait_until(lambda: all(o.tracker.global_progress.num_peers == 2 for o in (opt_a, opt_b)),
+                   timeout=60, what="both peers to see each other's progress")
+        # Every round ends an epoch; round 0's outer step is applied when round 1 ends (epoch 2).
+        in_parallel(lambda: train_until(param_a, opt_a, 2, 1, consumed_a),
+                    lambda: train_until(param_b, opt_b, 2, 2, consumed_b))
+        steps = [len(consumed_a[0]), len(consumed_b[0])]
+        first_round = (sum(consumed_a[0]) * steps[0] + sum(consumed_b[0]) * steps[1]) / sum(steps)
+        expected = nesterov(start, [first_round])
+        for param, opt, consumed in ((param_a, opt_a, consumed_a), (param_b, opt_b, consumed_b)):
+            assert opt.rounds_ended == opt.local_epoch == 2
+            assert torch.allclose(opt.global_parameters()[0], expected, atol=ROUNDING, rtol=0)
+            # The live parameters keep this peer's round-1 progress on top of the new G.
+            assert torch.allclose(param.detach(), expected - sum(consumed[1]), atol=ROUNDING, rtol=0)
+    finally:
+        opt_a.shutdown()
+        opt_b.shutdown()
+
+
+@pytest.mark.parametrize("trainable", ["projection", "full"])
+def test_only_trainable_parameters_are_averaged(dhts, trainable):
+    """Bytes on the wire per round are those of the trainable parameters; frozen ones stay put."""
+    from hivetrain.model.multimodal import build_multimodal_model
+
+    models = [build_multimodal_model("mm-tiny", 4096, 32, seed=0, mode=trainable) for _ in dhts]
+    frozen = {name: p.detach().clone() for name, p in models[0].named_parameters()
+              if not p.requires_grad}
+    train = TrainConfig(inner_steps=2, matchmaking_time=1.0, averaging_timeout=20.0, batch_size=1)
+    opts = [DiLoCoOptimizer(dht, f"mm-{trainable}", [p for p in m.parameters() if p.requires_grad],
+                            train, lambda params: torch.optim.SGD(params, lr=1.0),
+                            inner_schedule=lambda step: 1.0, compression=NoCompression(),
+                            state_compression=NoCompression()) for dht, m in zip(dhts, models)]
+    try:
+        for opt in opts:  # one step each announces both peers; a round takes two
+            for p in opt.params:
+                p.grad = torch.zeros_like(p)
+            opt.step()
+        wait_until(lambda: all(o.tracker.global_progress.num_peers == 2 for o in opts),
+                   timeout=60, what="both peers to see each other's progress")
+
+        def one_round(opt):
+            while opt.local_epoch < 1:
+                for p in opt.params:
+                    p.grad = torch.full_like(p, 1e-3)
+                opt.step()
+
+        in_parallel(*(lambda o=o: one_round(o) for o in opts))
+        trainable_bytes = 4 * sum(p.numel() for p in opts[0].params)
+        print(f"{trainable}: {trainable_bytes} bytes of trainable parameters; sent "
+              f"{[o.bytes_sent.total for o in opts]}")
+        assert all(o.rounds_averaged == 1 for o in opts)
+        # Each part of the vector is reduced by one peer and sent by the other: one vector in all.
+        assert sum(o.bytes_sent.total for o in opts) == trainable_bytes
+        for name, p in models[0].named_parameters():
+            if name in frozen:
+                assert torch.equal(p.detach(), frozen[name]), name
+    finally:
+        for opt in opts:
+            opt.shutdown()

@@ -36,6 +36,7 @@ from hivemind.compression import (CompressionInfo, NoCompression, RoleAdaptiveCo
                                   TensorRole)
 from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.utils.crypto import RSAPrivateKey
+from hivemind.utils.timed_storage import get_dht_time
 
 from hivetrain.config import TrainConfig
 from hivetrain.swarm.traffic import ByteCounter, CountingCompression
@@ -55,11 +56,13 @@ EPOCH_BITS = 16
 
 @dataclass
 class _Round:
-    """One all-reduce in flight: its control, and this peer's own change to fall back on."""
+    """One all-reduce in flight: its control, this peer's own change to fall back on, the sketch
+    of ``G`` it was started with, and (for a round downloaded with the state) its result."""
 
-    control: StepControl
+    control: StepControl | None
     change: list[torch.Tensor]
     sketch: list[float]
+    averaged: list[torch.Tensor] | None = None
 
 
 class _GlobalStateAverager(DecentralizedAverager):
@@ -104,10 +107,11 @@ class DiLoCoOptimizer:
         self.outer = torch.optim.SGD(self.global_params, lr=train.outer_lr,
                                      momentum=train.outer_momentum, nesterov=True)
         self._round_start = [g.clone() for g in self.global_params]  # where this round began
-        self._pending: StepControl | None = None  # overlap: the round being averaged
+        self._pending: _Round | None = None  # overlap: the round being averaged
+        self._scheduled: tuple[StepControl, list] | None = None  # a group found ahead of time
         self._agrees_with_swarm = True
         self.bytes_sent = ByteCounter()
-        self.rounds_averaged = self.rounds_alone = 0
+        self.rounds_ended = self.rounds_averaged = self.rounds_alone = 0
         self._pseudo_grads = [torch.zeros_like(g) for g in self.global_params]
         self.averager = _GlobalStateAverager(
             self._current_state, averaged_tensors=self._pseudo_grads, dht=dht,
@@ -141,6 +145,12 @@ class DiLoCoOptimizer:
             self.load_state_from_peers()
         elif self._swarm_round_done():
             self.end_round()
+        else:
+            self._maybe_schedule_round()
+
+    def _training_peers(self) -> int:
+        progress = self.tracker.global_progress
+        return max(1, progress.num_peers - progress.num_clients)
 
     def _swarm_round_done(self) -> bool:
         """Whether the swarm has taken ``inner_steps`` steps per training peer this round.
@@ -150,61 +160,95 @@ class DiLoCoOptimizer:
         steps, a slower one fewer, and the average weighs each change by its samples. Ending at
         a fixed local step count instead leaves the slowest peer outside every group.
         """
-        progress = self.tracker.global_progress
-        training_peers = max(1, progress.num_peers - progress.num_clients)
-        self.tracker.target_batch_size = self.inner_steps * self.train.batch_size * training_peers
+        target = self.inner_steps * self.train.batch_size * self._training_peers()
+        self.tracker.target_batch_size = target
         return self.tracker.ready_to_update_epoch
+
+    def _maybe_schedule_round(self) -> None:
+        """Start matchmaking ``matchmaking_time`` before the round's expected end (as hivemind's
+        Optimizer does for gradients), so the all-reduce can begin as soon as the round ends
+        instead of the whole swarm waiting out matchmaking every round."""
+        if self._scheduled is not None or self._training_peers() <= 1:
+            return
+        if self.tracker.estimated_next_update_time - get_dht_time() > self.train.matchmaking_time:
+            return
+        self._scheduled = self._start_step(self.local_epoch, require_trigger=True)
+
+    def _start_step(self, epoch: int, require_trigger: bool) -> tuple[StepControl, list] | None:
+        """Look for a group of the peers at ``epoch``; the all-reduce waits for the trigger."""
+        self.averager.set_group_bits(format(epoch % 2 ** EPOCH_BITS, f"0{EPOCH_BITS}b"))
+        sketch = self._sketch()  # G does not change during a round
+        try:
+            control = self.averager.step(gather={"epoch": epoch, "sketch": sketch},
+                                         timeout=self.averaging_timeout, wait=False,
+                                         require_trigger=True)
+        except Exception as error:  # the averager process is gone: train on alone
+            logger.warning("could not start averaging round %d: %r", epoch, error)
+            return None
+        return control, sketch
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.inner.zero_grad(set_to_none=set_to_none)
 
     def end_round(self) -> None:
-        """Average this round's parameter change with the swarm and apply the outer step."""
+        """Average this round's parameter change with the swarm and apply the outer step.
+
+        Without overlap the outer step uses this round's average at once. With overlap it uses
+        the previous round's (already averaged in the background) and this round's all-reduce
+        runs during the next round; a peer that has no previous round yet applies nothing.
+        """
         with torch.no_grad():
             local = [p.detach().to("cpu", torch.float32) for p in self.params]
             change = [start - theta for start, theta in zip(self._round_start, local)]
         samples, self.inner_step = self.inner_step * self.train.batch_size, 0
+        self.rounds_ended += 1
         if not self.overlap:
-            round_ = self._average(change, self.local_epoch, samples)
-            if self._outer_step(self._finish(round_) if round_ else change):
-                self._move_local(self.global_params)
-            return
-        if self._pending is not None and not self._outer_step(self._finish(self._pending)):
-            return  # reloaded the swarm's state instead: this round's change is void
-        self._pending = self._average(change, self.local_epoch, samples)
-        if self._pending is None:  # alone in the swarm: nothing to overlap with
-            self._outer_step(change)
+            round_ = self._average(change, samples)
+            self._outer_step(self._finish(round_) if round_ else change)
             self._move_local(self.global_params)
-        else:  # keep this round's progress on top of the new global state
-            with torch.no_grad():
+        else:
+            previous = self._finish(self._pending) if self._pending is not None else None
+            with self._lock:
+                self._pending = None
+            if previous is not None:
+                self._outer_step(previous)
+            round_ = self._average(change, samples)
+            if round_ is None:  # alone in the swarm: nothing to overlap with
+                self._outer_step(change)
+                self._move_local(self.global_params)
+            else:  # keep this round's progress on top of the new global state
+                with self._lock:
+                    self._pending = round_
                 self._move_local([g - c for g, c in zip(self.global_params, change)])
+        self._next_epoch()
 
-    def _average(self, change: list[torch.Tensor], epoch: int, samples: int) -> _Round | None:
-        """Start the all-reduce of ``change``, weighted by ``samples``, with the peers at ``epoch``.
-
-        Returns None when this peer is the only one training.
-        """
-        progress = self.tracker.global_progress
-        if progress.num_peers - progress.num_clients <= 1:
+    def _average(self, change: list[torch.Tensor], samples: int) -> _Round | None:
+        """Run the all-reduce of ``change``, weighted by ``samples``, with the peers at this epoch
+        (in the group scheduled during the round when there is one); None when alone."""
+        scheduled, self._scheduled = self._scheduled, None
+        if scheduled is not None and scheduled[0].done():  # matchmaking failed or expired
+            scheduled = None
+        if self._training_peers() <= 1:
+            if scheduled is not None:
+                scheduled[0].cancel()
             self.rounds_alone += 1
             return None
-        with self.averager.get_tensors() as buffers:
+        scheduled = scheduled or self._start_step(self.local_epoch, require_trigger=True)
+        if scheduled is None:
+            self.rounds_alone += 1
+            return None
+        control, sketch = scheduled
+        with self._lock, self.averager.get_tensors() as buffers:
             for buffer, tensor in zip(buffers, change):
                 buffer.copy_(tensor)
-        self.averager.set_group_bits(format(epoch % 2 ** EPOCH_BITS, f"0{EPOCH_BITS}b"))
-        gather_sketch = self._sketch()
-        try:
-            control = self.averager.step(gather={"epoch": epoch, "sketch": gather_sketch},
-                                         weight=float(samples), timeout=self.averaging_timeout,
-                                         wait=False)
-        except Exception as error:  # the averager process is gone: train on alone
-            logger.warning("could not start averaging round %d: %r", epoch, error)
-            self.rounds_alone += 1
-            return None
-        return _Round(control, change, gather_sketch)
+        control.weight = float(samples)
+        control.allow_allreduce()
+        return _Round(control, change, sketch)
 
     def _finish(self, round_: _Round) -> list[torch.Tensor]:
         """The averaged change of ``round_``, or this peer's own change when the round failed."""
+        if round_.averaged is not None:  # downloaded with the global state
+            return round_.averaged
         try:
             gathered = round_.control.result(timeout=self.averaging_timeout
                                              + self.train.matchmaking_time)
@@ -222,22 +266,23 @@ class DiLoCoOptimizer:
         logger.info("averaged the parameter change with %d peers", len(gathered))
         return averaged
 
-    def _outer_step(self, averaged_change: list[torch.Tensor]) -> bool:
-        """Apply the outer step; False when this peer reloaded the swarm's state instead."""
+    def _outer_step(self, averaged_change: list[torch.Tensor]) -> None:
         with self._lock:
             for param, grad in zip(self.global_params, averaged_change):
                 param.grad = grad
             self.outer.step()
             self.outer.zero_grad(set_to_none=True)
+
+    def _next_epoch(self) -> None:
+        """Count the round; a peer whose global parameters disagreed with its group reloads."""
+        with self._lock:
             self.local_epoch += 1
             self._share_state_priority()
         with self.tracker.pause_updates():
             self.tracker.update_epoch(self.local_epoch)
-        if self._agrees_with_swarm:
-            return True
-        logger.warning("this peer's global parameters differ from its group's: reloading them")
-        self.load_state_from_peers()
-        return False
+        if not self._agrees_with_swarm:
+            logger.warning("this peer's global parameters differ from its group's: reloading them")
+            self.load_state_from_peers()
 
     def _move_local(self, values: list[torch.Tensor]) -> None:
         """Set the live (trainable) parameters to ``values`` and start the next round there."""
@@ -278,31 +323,62 @@ class DiLoCoOptimizer:
         self.averager.state_sharing_priority = self.local_epoch + 0.5 * self._agrees_with_swarm
 
     def _current_state(self):
-        """What a peer downloading the state receives: epoch, global parameters, outer momentum."""
+        """What a peer downloading the state receives: epoch, global parameters, outer momentum,
+        and with overlap the finished average of the round whose outer step is still to come."""
         with self._lock:
+            n = len(self.global_params)
             momentum = [self.outer.state.get(g, {}).get("momentum_buffer") for g in self.global_params]
             has_momentum = momentum[0] is not None
+            pending = self._finished_pending()
             tensors = [g.detach().clone() for g in self.global_params]
+            roles = [TensorRole.PARAMETER] * n
             if has_momentum:
                 tensors += [m.detach().clone() for m in momentum]
-            infos = [CompressionInfo.from_tensor(t, key=i, role=TensorRole.PARAMETER if i < len(
-                self.global_params) else TensorRole.OPTIMIZER) for i, t in enumerate(tensors)]
-            return {"epoch": self.local_epoch, "has_momentum": has_momentum}, tensors, infos
+                roles += [TensorRole.OPTIMIZER] * n
+            if pending is not None:
+                tensors += pending
+                roles += [TensorRole.PARAMETER] * n  # it decides the next G: sent exactly
+            infos = [CompressionInfo.from_tensor(t, key=i, role=role)
+                     for i, (t, role) in enumerate(zip(tensors, roles))]
+            metadata = {"epoch": self.local_epoch, "has_momentum": has_momentum,
+                        "has_pending": pending is not None}
+            return metadata, tensors, infos
+
+    def _finished_pending(self) -> list[torch.Tensor] | None:
+        """The averaged change of the overlapped round, if its all-reduce already succeeded."""
+        round_ = self._pending
+        if round_ is None:
+            return None
+        if round_.averaged is not None:
+            return [t.clone() for t in round_.averaged]
+        control = round_.control
+        if not control.done() or control.cancelled() or control.exception() is not None \
+                or not control.result():
+            return None
+        with self.averager.get_tensors() as buffers:
+            return [buffer.clone() for buffer in buffers]
+
+    def _cancel_rounds(self) -> None:
+        """Abandon the overlapped and the pre-scheduled round (before reloading or stopping)."""
+        with self._lock:
+            if self._pending is not None and self._pending.control is not None:
+                self._pending.control.cancel()
+            if self._scheduled is not None:
+                self._scheduled[0].cancel()
+            self._pending = self._scheduled = None
 
     def load_state_from_peers(self) -> bool:
         """Download the swarm's global state and restart the local round from it."""
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+        self._cancel_rounds()
         loaded = self.averager.load_state_from_peers(timeout=self.load_state_timeout)
         if loaded is None:
             logger.warning("no peer could send the global state; continuing from our own")
             return False
         metadata, tensors = loaded
         n = len(self.global_params)
-        expected = 2 * n if metadata.get("has_momentum") else n
-        if len(tensors) != expected or any(t.shape != g.shape
-                                           for t, g in zip(tensors, self.global_params * 2)):
+        parts = 1 + bool(metadata.get("has_momentum")) + bool(metadata.get("has_pending"))
+        if len(tensors) != parts * n or any(t.shape != g.shape
+                                            for t, g in zip(tensors, self.global_params * parts)):
             logger.warning("a peer sent a global state of another shape; ignoring it")
             return False
         with self._lock, torch.no_grad():
@@ -310,8 +386,10 @@ class DiLoCoOptimizer:
                 g.copy_(t)
             self.outer.state.clear()
             if metadata.get("has_momentum"):
-                for g, m in zip(self.global_params, tensors[n:]):
+                for g, m in zip(self.global_params, tensors[n:2 * n]):
                     self.outer.state[g]["momentum_buffer"] = m.clone()
+            if metadata.get("has_pending"):
+                self._pending = _Round(None, [], [], averaged=list(tensors[-n:]))
             self.local_epoch = int(metadata["epoch"])
             self._agrees_with_swarm = True
             self._share_state_priority()
@@ -363,7 +441,6 @@ class DiLoCoOptimizer:
             group["lr"] = base * factor
 
     def shutdown(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+        self._cancel_rounds()
         self.tracker.shutdown()
         self.averager.shutdown()

@@ -4,7 +4,7 @@
 
 One run, one machine, 2 peers x 1 torch thread, ``tiny`` preset, batch 8, sequence 128. In order:
 
-1. ``standalone``: plain PyTorch, one process, no hivemind (the compute reference);
+1. ``standalone``: plain PyTorch, one process, no hivemind, same learning rate (the reference);
 2. ``hivemind``: a hand-written hivemind.Optimizer loop, as a user of the library would write it
    (gradient averaging every 1024 samples, no compression; the reference measured 0.53);
 3. ``sync``: hivetrain miners in ``--train.mode sync``;
@@ -84,13 +84,16 @@ def hivemind_peer(seconds: float, initial_peers: list[str], out: Path) -> None:
     batches = data.train_batches(str(dht.peer_id), BATCH, SEQ)
     heldout = data.heldout_batches(cfg.train.eval_batches, BATCH, SEQ)
     start = last_report = time.monotonic()
-    samples = 0
+    samples, epoch = 0, opt.local_epoch
     while time.monotonic() - start < seconds:
         batch = next(batches)
         model(input_ids=batch, labels=batch).loss.backward()
         opt.step()
         opt.zero_grad()
         samples += BATCH
+        if opt.local_epoch != epoch:
+            epoch = opt.local_epoch
+            telemetry.log("epoch", samples=samples, bytes_sent=counter.total, epoch=epoch)
         if time.monotonic() - last_report >= 10:
             last_report = time.monotonic()
             with torch.no_grad():
@@ -98,8 +101,6 @@ def hivemind_peer(seconds: float, initial_peers: list[str], out: Path) -> None:
                 loss = sum(model(input_ids=b, labels=b).loss.item() for b in heldout) / len(heldout)
                 model.train()
             telemetry.log("train", samples=samples, heldout_loss=loss, epoch=opt.local_epoch)
-            telemetry.log("epoch", samples=samples, bytes_sent=counter.total,
-                          epoch=opt.local_epoch)
     telemetry.close()
     opt.shutdown()
     dht.shutdown()
@@ -132,7 +133,13 @@ def run_miners(peers: int, seconds: float, flags: list[str], out: Path) -> list[
 
 
 def summarise(dirs: list[Path], warmup: float) -> dict:
-    """Swarm rate after warm-up, bytes per sample, and the held-out loss curve over samples."""
+    """Swarm rate after warm-up, bytes per sample, and the held-out loss curve over samples.
+
+    A curve point pairs the peers' mean held-out loss of the published (swarm-global) model with
+    the samples that model has seen: the swarm's total at the latest epoch boundary. DiLoCo's
+    model changes once per round, so counting samples still in an unfinished round would make
+    it look behind by up to a round.
+    """
     per_peer = [read_metrics(d) for d in dirs]
     trains = [[r for r in m if r["kind"] == "train"] for m in per_peer]
     epochs = [[r for r in m if r["kind"] == "epoch" and "bytes_sent" in r] for m in per_peer]
@@ -145,23 +152,26 @@ def summarise(dirs: list[Path], warmup: float) -> dict:
                                                                       - window[0]["time"])
     sent = sum(e[-1]["bytes_sent"] for e in epochs if e)
     counted = sum(e[-1]["samples"] for e in epochs if e)
-    # The swarm's held-out curve: at each report time, total samples and mean peer loss.
-    times = sorted(r["time"] for t in trains for r in t)
+
+    def latest(records, moment):
+        return max((r for r in records if r["time"] <= moment), key=lambda r: r["time"],
+                   default=None)
+
     curve = []
-    for moment in times:
-        latest = [max((r for r in t if r["time"] <= moment), key=lambda r: r["time"], default=None)
-                  for t in trains]
-        if all(latest):
-            curve.append((sum(r["samples"] for r in latest),
-                          float(np.mean([r["heldout_loss"] for r in latest]))))
+    for moment in sorted(r["time"] for t in trains for r in t):
+        evaluated = [latest(t, moment) for t in trains]
+        boundaries = [latest(e, moment) for e in epochs]
+        if all(evaluated):
+            seen = sum(b["samples"] for b in boundaries if b)
+            curve.append((seen, float(np.mean([r["heldout_loss"] for r in evaluated]))))
     return {"samples_per_second": rate, "bytes_per_sample": sent / counted if counted else math.nan,
             "rounds": max((e[-1]["epoch"] for e in epochs if e), default=0), "curve": curve}
 
 
 def loss_at(curve: list[tuple[int, float]], samples: float) -> float:
-    """Held-out loss at ``samples``, linearly interpolated on the curve."""
-    xs, ys = zip(*curve)
-    return float(np.interp(samples, xs, ys))
+    """Held-out loss of the model that had seen ``samples`` (the last point at or below)."""
+    below = [loss for seen, loss in curve if seen <= samples]
+    return below[-1] if below else math.nan
 
 
 def main() -> None:
@@ -172,6 +182,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--inner-steps", type=int, default=100)
     parser.add_argument("--only", nargs="*", help="configurations to run (default: all)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the neurons' folders here")
     parser.add_argument("--role", default="all", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--initial-peers", nargs="*", default=[], help=argparse.SUPPRESS)
@@ -180,7 +191,7 @@ def main() -> None:
         hivemind_peer(args.seconds, args.initial_peers, Path(args.out))
         return
     if args.role == "standalone":
-        print(json.dumps(standalone(args.seconds, args.warmup)))
+        print(json.dumps(standalone(args.seconds, args.warmup, float(LR))))
         return
     wanted = set(args.only or ["standalone", "hivemind", *configurations(args.inner_steps)])
     results: dict[str, dict] = {}
@@ -188,7 +199,8 @@ def main() -> None:
         results["standalone"] = json.loads(subprocess.run(
             [sys.executable, __file__, "--role", "standalone", "--seconds", str(args.seconds),
              "--warmup", str(args.warmup)], check=True, capture_output=True, text=True).stdout)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         if "hivemind" in wanted:
             dirs = run_baseline(args.peers, args.seconds, Path(tmp) / "hivemind")
             results["hivemind"] = summarise(dirs, args.warmup)
@@ -202,23 +214,31 @@ def main() -> None:
 
 
 def report(results: dict, args) -> None:
+    """The table. Held-out at equal samples compares each configuration with ``sync`` at the
+    sample count of that configuration's last finished epoch within sync's run."""
     single = results.get("standalone", {}).get("samples_per_second", math.nan)
-    swarms = {k: v for k, v in results.items() if k != "standalone"}
+    swarms = {k: v for k, v in results.items() if k != "standalone" and v["curve"]}
     fp32_round = None
     if "diloco/none" in swarms:  # uncompressed pseudo-gradient = one fp32 all-reduce of the model
         fp32_round = swarms["diloco/none"]["bytes_per_sample"] * args.inner_steps * BATCH * args.peers
-    common = min((v["curve"][-1][0] for v in swarms.values() if v["curve"]), default=0)
-    print(f"\nstandalone: {single:.1f} samples/s, held-out {results.get('standalone', {}).get('heldout_loss', math.nan):.3f}")
-    print(f"{'configuration':<22} {'samples/s':>9} {'effic.':>6} {'bytes/sample':>12} "
-          f"{'vs per-step fp32':>16} {'held-out @' + str(common):>16} {'held-out end':>12}")
+    sync = swarms.get("sync", {}).get("curve")
+    print(f"\nstandalone: {single:.1f} samples/s, held-out "
+          f"{results.get('standalone', {}).get('heldout_loss', math.nan):.3f} after "
+          f"{args.seconds:.0f} s")
+    print(f"{'configuration':<20} {'samples/s':>9} {'effic.':>6} {'bytes/sample':>12} "
+          f"{'vs fp32/step':>12} {'held-out end':>12}  equal samples: {'samples':>7} "
+          f"{'this':>6} {'sync':>6} {'diff':>6}")
     for name, v in swarms.items():
         per_step = fp32_round / (BATCH * args.peers) if fp32_round else math.nan
         reduction = per_step / v["bytes_per_sample"] if v["bytes_per_sample"] else math.nan
-        print(f"{name:<22} {v['samples_per_second']:9.1f} "
-              f"{v['samples_per_second'] / (args.peers * single):6.2f} "
-              f"{v['bytes_per_sample']:12.0f} {reduction:15.0f}x "
-              f"{loss_at(v['curve'], common) if v['curve'] else math.nan:16.3f} "
-              f"{v['curve'][-1][1] if v['curve'] else math.nan:12.3f}")
+        line = (f"{name:<20} {v['samples_per_second']:9.1f} "
+                f"{v['samples_per_second'] / (args.peers * single):6.2f} "
+                f"{v['bytes_per_sample']:12.0f} {reduction:11.0f}x {v['curve'][-1][1]:12.3f}")
+        if sync:
+            seen = max((x for x, _ in v["curve"] if x <= sync[-1][0]), default=0)
+            mine, theirs = loss_at(v["curve"], seen), loss_at(sync, seen)
+            line += f"  {'':>15}{seen:>7} {mine:6.3f} {theirs:6.3f} {(mine / theirs - 1):+6.1%}"
+        print(line)
     if fp32_round:
         print(f"one fp32 all-reduce of the model: {fp32_round / 1e6:.2f} MB serialised per round "
               f"(both peers together); per-step fp32 averaging = that per {BATCH * args.peers} samples")

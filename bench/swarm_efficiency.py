@@ -32,7 +32,7 @@ COMMON = ["--model.preset", "tiny", "--data.seq_len", "128", "--train.batch_size
           "--wandb.off", "--train.log_every", "10", "--train.checkpoint_every", "0"]
 
 
-def standalone(seconds: float, warmup: float) -> dict:
+def standalone(seconds: float, warmup: float, lr: float | None = None) -> dict:
     """Plain PyTorch training with the miner's model, data and optimizer recipe; no swarm."""
     import torch
 
@@ -45,7 +45,7 @@ def standalone(seconds: float, warmup: float) -> dict:
     tokenizer = load_tokenizer(None)
     data = load_token_data(cfg.data, tokenizer)
     model = build_model("tiny", data.vocab_size, 128, seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=(0.9, 0.95),
+    opt = torch.optim.AdamW(model.parameters(), lr=lr or cfg.train.lr, betas=(0.9, 0.95),
                             weight_decay=cfg.train.weight_decay)
     batches = data.train_batches("standalone", 8, 128)
     heldout = data.heldout_batches(cfg.train.eval_batches, 8, 128)

@@ -179,6 +179,9 @@ class DiLoCoOptimizer:
         instead of the whole swarm waiting out matchmaking every round."""
         if self._scheduled is not None or self._training_peers() <= 1:
             return
+        if self._pending is not None and self._pending.control is not None \
+                and not self._pending.control.done():
+            return  # overlap: the group key must stay the pending round's until it is done
         if self.tracker.estimated_next_update_time - get_dht_time() > self.train.matchmaking_time:
             return
         self._scheduled = self._start_step(self.local_epoch, require_trigger=True)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -68,6 +70,19 @@ class _Round:
     change: list[torch.Tensor]
     sketch: list[float]
     averaged: list[torch.Tensor] | None = None
+
+
+def _cancel(control: StepControl) -> None:
+    """Cancel a round unless it already ended (hivemind raises on cancelling a finished one)."""
+    if not control.done():
+        try:
+            control.cancel()
+        except InvalidStateError:  # it finished in the meantime
+            pass
+
+
+class SwarmMovedOn(Exception):
+    """The swarm completed the round this peer was waiting to average."""
 
 
 class _GlobalStateAverager(DecentralizedAverager):
@@ -148,7 +163,9 @@ class DiLoCoOptimizer:
             self._last_report = time.monotonic()
             self.tracker.report_local_progress(self.local_epoch,
                                                self.inner_step * self.train.batch_size)
-        if self.tracker.global_epoch > self.local_epoch:
+        # With overlap a peer that ended the round a moment earlier is already one epoch ahead
+        # (nothing holds it back until everyone averaged), which is no reason to reload.
+        if self.tracker.global_epoch > self.local_epoch + self.overlap:
             logger.info("swarm moved on to epoch %d while this peer was at %d: loading its state",
                         self.tracker.global_epoch, self.local_epoch)
             self.load_state_from_peers()
@@ -171,7 +188,9 @@ class DiLoCoOptimizer:
         """
         target = self.inner_steps * self.train.batch_size * self._training_peers()
         self.tracker.target_batch_size = target
-        return self.tracker.ready_to_update_epoch
+        # Samples only: hivemind's time estimate also says "ready" when its ETA has passed, which
+        # right after a state download (stale ETA) ended a joiner's round after one step.
+        return self.tracker.global_progress.samples_accumulated >= target
 
     def _maybe_schedule_round(self) -> None:
         """Start matchmaking ``matchmaking_time`` before the round's expected end (as hivemind's
@@ -214,6 +233,14 @@ class DiLoCoOptimizer:
             change = [start - theta for start, theta in zip(self._round_start, local)]
         samples, self.inner_step = self.inner_step * self.train.batch_size, 0
         self.rounds_ended += 1
+        try:
+            self._end_round(change, samples)
+        except SwarmMovedOn:
+            logger.info("the swarm finished epoch %d without this peer: loading its state",
+                        self.local_epoch)
+            self.load_state_from_peers()
+
+    def _end_round(self, change: list[torch.Tensor], samples: int) -> None:
         if not self.overlap:
             round_ = self._average(change, samples)
             self._outer_step(self._finish(round_) if round_ else change)
@@ -242,7 +269,7 @@ class DiLoCoOptimizer:
             scheduled = None
         if self._training_peers() <= 1:
             if scheduled is not None:
-                scheduled[0].cancel()
+                _cancel(scheduled[0])
             self.rounds_alone += 1
             return None
         scheduled = scheduled or self._start_step(self.local_epoch, require_trigger=True)
@@ -262,10 +289,12 @@ class DiLoCoOptimizer:
         if round_.averaged is not None:  # downloaded with the global state
             return round_.averaged
         try:
-            gathered = round_.control.result(timeout=self.averaging_timeout
-                                             + self.train.matchmaking_time)
+            # An overlapped round is already in the past: the swarm moving on says nothing.
+            gathered = self._wait(round_.control, may_abandon=not self.overlap)
+        except SwarmMovedOn:
+            raise
         except Exception as error:
-            round_.control.cancel()
+            _cancel(round_.control)
             gathered = None
             logger.warning("averaging round failed (%r); applying this peer's own change", error)
         if not gathered:
@@ -277,6 +306,22 @@ class DiLoCoOptimizer:
         self._check_agreement(gathered, round_.sketch)
         logger.info("averaged the parameter change with %d peers", len(gathered))
         return averaged
+
+    def _wait(self, control: StepControl, may_abandon: bool):
+        """The round's gathered data; gives up early (``may_abandon``) when the swarm finished the
+        round without us (its group formed before this peer looked for one), instead of idling
+        for the whole timeout."""
+        deadline = time.monotonic() + self.averaging_timeout + self.train.matchmaking_time
+        while True:
+            try:
+                return control.result(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            except FutureTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                if may_abandon and not control.began_allreduce \
+                        and self.tracker.global_epoch > self.local_epoch:
+                    _cancel(control)
+                    raise SwarmMovedOn from None
 
     def _outer_step(self, averaged_change: list[torch.Tensor]) -> None:
         with self._lock:
@@ -374,9 +419,9 @@ class DiLoCoOptimizer:
         """Abandon the overlapped and the pre-scheduled round (before reloading or stopping)."""
         with self._lock:
             if self._pending is not None and self._pending.control is not None:
-                self._pending.control.cancel()
+                _cancel(self._pending.control)
             if self._scheduled is not None:
-                self._scheduled[0].cancel()
+                _cancel(self._scheduled[0])
             self._pending = self._scheduled = None
 
     def load_state_from_peers(self) -> bool:

@@ -43,7 +43,9 @@ def test_validator_accepts_honest_multimodal_miners(swarm):
         400, "four validator rounds at swarm epoch 2 or later", group)[-4:]
     scores = [result["score"] for round_ in history for result in round_["results"]]
     assert len(scores) == 8
-    assert sum(score == 1.0 for score in scores) >= 6, [r["results"] for r in history]
+    reasons = [(result["score"], result["reason"]) for round_ in history
+               for result in round_["results"]]
+    assert sum(score == 1.0 for score in scores) >= 6, reasons
 
 
 def test_caption_loss_falls_and_captions_beat_chance(swarm, tmp_path):

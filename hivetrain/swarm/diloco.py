@@ -122,7 +122,7 @@ class DiLoCoOptimizer:
         self._base_lrs = [group["lr"] for group in self.inner.param_groups]
         self.local_epoch = 0
         self.inner_step = 0  # local steps taken in the current round
-        self._lock = threading.Lock()  # guards the global state against concurrent downloads
+        self._lock = threading.RLock()  # guards the global state against concurrent downloads
         self.global_params = [p.detach().to("cpu", torch.float32, copy=True) for p in self.params]
         self.outer = torch.optim.SGD(self.global_params, lr=train.outer_lr,
                                      momentum=train.outer_momentum, nesterov=True)
@@ -243,23 +243,24 @@ class DiLoCoOptimizer:
     def _end_round(self, change: list[torch.Tensor], samples: int) -> None:
         if not self.overlap:
             round_ = self._average(change, samples)
-            self._outer_step(self._finish(round_) if round_ else change)
+            self._advance(self._finish(round_) if round_ else change)
             self._move_local(self.global_params)
         else:
             previous = self._finish(self._pending) if self._pending is not None else None
             with self._lock:
                 self._pending = None
-            if previous is not None:
-                self._outer_step(previous)
-            round_ = self._average(change, samples)
+            round_ = self._average(change, samples)  # keyed and sketched before the outer step
             if round_ is None:  # alone in the swarm: nothing to overlap with
-                self._outer_step(change)
+                if previous is not None:
+                    self._outer_step(previous)
+                self._advance(change)
                 self._move_local(self.global_params)
             else:  # keep this round's progress on top of the new global state
                 with self._lock:
                     self._pending = round_
+                self._advance(previous)
                 self._move_local([g - c for g, c in zip(self.global_params, change)])
-        self._next_epoch()
+        self._after_epoch()
 
     def _average(self, change: list[torch.Tensor], samples: int) -> _Round | None:
         """Run the all-reduce of ``change``, weighted by ``samples``, with the peers at this epoch
@@ -330,11 +331,17 @@ class DiLoCoOptimizer:
             self.outer.step()
             self.outer.zero_grad(set_to_none=True)
 
-    def _next_epoch(self) -> None:
-        """Count the round; a peer whose global parameters disagreed with its group reloads."""
+    def _advance(self, averaged_change: list[torch.Tensor] | None) -> None:
+        """Apply the outer step (if any) and count the epoch in one step under the lock, so a
+        peer downloading the state never gets the new parameters with the old epoch."""
         with self._lock:
+            if averaged_change is not None:
+                self._outer_step(averaged_change)
             self.local_epoch += 1
             self._share_state_priority()
+
+    def _after_epoch(self) -> None:
+        """Tell the tracker; a peer whose global parameters disagreed with its group reloads."""
         with self.tracker.pause_updates():
             self.tracker.update_epoch(self.local_epoch)
         if not self._agrees_with_swarm:
@@ -377,7 +384,8 @@ class DiLoCoOptimizer:
 
     def _share_state_priority(self) -> None:
         """Peers download from the newest epoch, and among equals from those in agreement."""
-        self.averager.state_sharing_priority = self.local_epoch + 0.5 * self._agrees_with_swarm
+        if self.averager.allow_state_sharing:  # observers and client-mode peers share nothing
+            self.averager.state_sharing_priority = self.local_epoch + 0.5 * self._agrees_with_swarm
 
     def _current_state(self):
         """What a peer downloading the state receives: epoch, global parameters, outer momentum,

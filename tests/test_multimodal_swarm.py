@@ -51,8 +51,10 @@ def test_validator_accepts_honest_multimodal_miners(swarm):
 def test_caption_loss_falls_and_captions_beat_chance(swarm, tmp_path):
     group, options, names = swarm
     miner = options.out_dir / names[0]
-    wait_until(lambda: (lambda e: e and e[-1]["epoch"] >= 10)(records(miner, "epoch")), 400,
-               "ten outer steps", group)
+    # Colour is read from the image after ~20 outer steps (held-out ~0.35; ~0.50 is the caption
+    # template alone); at 10 the rate was 30 %, under the asserted twice-chance.
+    wait_until(lambda: (lambda e: e and e[-1]["epoch"] >= 22)(records(miner, "epoch")), 500,
+               "22 outer steps", group)
     train = records(miner, "train")
     assert train[-1]["heldout_loss"] < train[0]["heldout_loss"] - 5.0  # 8.4 at the start
     done = subprocess.run(
@@ -63,7 +65,7 @@ def test_caption_loss_falls_and_captions_beat_chance(swarm, tmp_path):
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     exported_epoch = int(re.search(r"from the swarm at epoch (\d+)", done.stdout).group(1))
-    assert exported_epoch >= 10
+    assert exported_epoch >= 22
     model, tokenizer = load_exported(tmp_path / "export")
     model.eval()
     torch.set_num_threads(1)

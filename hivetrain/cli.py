@@ -68,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_export_commands(commands) -> None:
     export = commands.add_parser(
         "export", help="write the swarm's model (or a checkpoint) as a transformers-style model",
-        description="Download the swarm's current model from its peers (the --netuid, --subtensor, "
-                    "--dht, --model, --data and --train flags say which swarm, as for a miner) or "
-                    "read a miner's checkpoint.pt, and write a self-contained model folder "
+        description="Download the swarm's current model from its peers (--netuid, --subtensor "
+                    "and --dht say which subnet; its run and training flags are read from the "
+                    "chain and the miners, --model/--data/--train are only checked against them) "
+                    "or read a miner's checkpoint.pt, and write a self-contained model folder "
                     "(weights, config, tokenizer).")
     export.add_argument("--out", required=True, metavar="DIR", help="folder to write")
     export.add_argument("--checkpoint", default=None, metavar="FILE",
@@ -87,7 +88,8 @@ def _add_export_commands(commands) -> None:
     generate.add_argument("model", metavar="DIR", help="a folder written by hivetrain export")
     generate.add_argument("--image", default=None, metavar="FILE", help="image to caption")
     generate.add_argument("--prompt", default="", help="text to continue")
-    generate.add_argument("--max-new-tokens", type=int, default=32)
+    generate.add_argument("--max-new-tokens", type=int, default=32, metavar="N",
+                          help="stop after this many generated tokens (default: 32)")
     generate.set_defaults(handler=_run_generate)
 
 
@@ -109,14 +111,22 @@ def _run_neuron(args: argparse.Namespace) -> None:
     from hivetrain.telemetry import setup_logging
 
     setup_logging(cfg)
-    if args.command == "miner":
-        from hivetrain.miner.neuron import run_miner
+    existed = cfg.run_dir.exists()
+    try:
+        if args.command == "miner":
+            from hivetrain.miner.neuron import run_miner
 
-        run_miner(cfg)
-    else:
-        from hivetrain.validator.neuron import run_validator
+            run_miner(cfg)
+        else:
+            from hivetrain.validator.neuron import run_validator
 
-        run_validator(cfg)
+            run_validator(cfg)
+    except BaseException:
+        # A start that failed (no chain, a taken port, an unregistered hotkey) created the run
+        # directory for nothing: an empty folder per attempt misleads the next look at ~/.hivetrain.
+        if not existed and cfg.run_dir.is_dir() and not any(cfg.run_dir.iterdir()):
+            cfg.run_dir.rmdir()
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (ConfigError, *_operator_errors()) as error:
-        print(f"hivetrain {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        # ConfigError is tested first and alone: the other classes live in modules that import
+        # torch, bittensor and hivemind, which a bad flag must not wait for.
+        if not isinstance(error, ConfigError) and not isinstance(error, _operator_errors()):
+            raise
+        print(f"hivetrain {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 def _operator_errors() -> tuple[type, ...]:
@@ -137,8 +151,9 @@ def _operator_errors() -> tuple[type, ...]:
     from hivetrain.export import ExportError
     from hivetrain.miner.api import PortInUse
     from hivetrain.swarm.dht import SwarmError
+    from hivetrain.validator.state import StateError
 
-    return ChainError, SwarmError, PortInUse, ExportError
+    return ChainError, SwarmError, PortInUse, ExportError, StateError
 
 
 def run_role(role: str, argv: list[str] | None = None) -> int:

@@ -127,9 +127,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = option("embedded", "'embedded' (text: built offline from the Python standard "
-                                      "library's documentation; multimodal: generated shapes "
-                                      "scenes with captions) or a Hugging Face hub dataset name.",
+    dataset: str = option("embedded", "'embedded' (text: the corpus shipped with hivetrain, "
+                                      "prose from Python's documentation; multimodal: generated "
+                                      "shapes scenes with captions) or a Hugging Face hub "
+                                      "dataset name.",
                           metavar="NAME")
     files: Optional[str] = option(None, "Glob of local .txt/.jsonl/.parquet files (multimodal: "
                                         "parquet files or an image folder with metadata.jsonl); "
@@ -142,7 +143,7 @@ class DataConfig:
     seq_len: int = option(128, "Tokens per training sequence.", check=positive)
     heldout_fraction: float = option(0.02, "Share of documents held out for evaluation and "
                                            "validator probes; never trained on.", check=fraction)
-    cache_dir: str = option("~/.cache/hivetrain", "Where built corpora and token arrays are cached.")
+    cache_dir: str = option("~/.cache/hivetrain", "Where token arrays are cached.")
 
 
 @dataclass
@@ -203,6 +204,18 @@ class ValidatorConfig:
                                          "the validator's recomputation.", check=positive)
     min_cosine: float = option(0.8, "Minimum cosine similarity of the gradient spot-check.",
                                check=fraction)
+    update_batches: int = option(4, "Batches of assigned data, and as many of random held-out "
+                                    "data, on which each miner's update is evaluated.",
+                                 check=positive)
+    update_budget: float = option(60.0, "Seconds one epoch's update check may take; when "
+                                        "checking every miner would take longer, a rotating "
+                                        "subset is checked so each miner is checked every few "
+                                        "epochs (0: every miner every epoch).",
+                                  check=non_negative)
+    weighting: str = option("contribution", "Weights from the score EMA times each miner's "
+                                            "verified-samples EMA (contribution), or from the "
+                                            "score EMA alone (rule).",
+                            choices=("contribution", "rule"))
 
 
 @dataclass

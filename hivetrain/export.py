@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +29,41 @@ from hivetrain.model.gpt2 import PRESETS, gpt2_config, padded_vocab_size
 from hivetrain.model.multimodal import (CONFIG_NAME, IMAGE_END, IMAGE_SLOT, IMAGE_START, MM_PRESETS,
                                         MODEL_TYPE, MultimodalGPT2, load_multimodal,
                                         multimodal_config, save_multimodal)
+from hivetrain.swarm_run import given_recipe_flags
 
 
 class ExportError(Exception):
     """Exporting, loading or pushing failed for a reason the message states."""
 
 
+def writable_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and prove a file can be written there, before minutes of download."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise ExportError(_not_writable(out, error)) from None
+    return out
+
+
+def _not_writable(out: Path, error: OSError) -> str:
+    return (f"--out {out} is not writable ({error.strerror or error}); fix its permissions, free "
+            f"disk space or pick another --out")
+
+
 def export_model(model: torch.nn.Module, tokenizer, out_dir: str | Path) -> Path:
     """Write ``model`` and ``tokenizer`` to ``out_dir`` (created if missing)."""
-    out = Path(out_dir)
-    if isinstance(model, MultimodalGPT2):
-        save_multimodal(model, out)
-    else:
-        model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    out = writable_out_dir(out_dir)
+    try:
+        if isinstance(model, MultimodalGPT2):
+            save_multimodal(model, out)
+        else:
+            model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    except OSError as error:  # the disk filled up while writing
+        raise ExportError(_not_writable(out, error)) from None
     return out
 
 
@@ -77,7 +100,7 @@ def model_from_checkpoint(checkpoint: str | Path, tokenizer, preset: str | None 
     rows, vocab = embedding.shape[0], len(tokenizer)
     if not vocab <= rows <= padded_vocab_size(vocab):
         raise ExportError(f"{checkpoint} embeds {rows} tokens but the tokenizer has {vocab}; "
-                          f"pass the tokenizer it was trained with (--tokenizer)")
+                          f"pass the tokenizer it was trained with (--data.tokenizer)")
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     candidates = [preset] if preset else [*PRESETS, *MM_PRESETS]
     for name in candidates:
@@ -201,46 +224,57 @@ def caption_accuracy(model: MultimodalGPT2, data, n_images: int = 256,
             "examples": examples[:8]}
 
 
-def model_from_swarm(cfg) -> tuple[torch.nn.Module, object, int]:
-    """The swarm's current model, its tokenizer and epoch, downloaded from the peers of its run.
+def model_from_swarm(cfg, given: list[str]) -> tuple[torch.nn.Module, object, str]:
+    """The swarm's current model, its tokenizer and where it came from (epoch and run_id),
+    downloaded from the peers of its run.
 
     Bootstraps like ``hivetrain status`` (chain commitments plus ``--dht.initial_peers``, client
-    mode: nothing needs to dial this machine) and loads the global state as validators do.
+    mode: nothing needs to dial this machine) and loads the global state as validators do. The
+    run is the one the neurons committed on chain, rebuilt from the recipe its miners serve
+    unless the flags ``given`` make the same run (:func:`hivetrain.swarm_run.swarm_recipe`).
     """
     from hivetrain.chain import Chain
-    from hivetrain.recipe import build_recipe
     from hivetrain.swarm.dht import start_dht
     from hivetrain.swarm.optimizer import make_optimizer
+    from hivetrain.swarm_run import swarm_recipe, swarm_run_id
 
     chain = Chain.open(cfg.subtensor.network, cfg.subtensor.chain_endpoint,
                        cfg.chain.path or str(cfg.run_dir / "chain.sqlite"), cfg.netuid)
     try:
         initial_peers = [*cfg.dht.initial_peers, *chain.discover_dht_addrs()]
+        committed = chain.committed_run_ids()
+        metagraph = chain.metagraph(refresh=True)
     finally:
         chain.close()
-    recipe = build_recipe(cfg)
+    run_id, disagreement = swarm_run_id(committed)
+    if disagreement:
+        _warn(disagreement)
+    axons = [metagraph.axons[uid] for uid in metagraph.uids
+             if committed.get(metagraph.hotkeys[uid]) == run_id and metagraph.axons[uid]]
+    cfg, recipe = swarm_recipe(cfg, given, run_id, axons, _warn)
     dht = start_dht(cfg.dht.host_ip, 0, None, initial_peers, None, cfg.dht.bootstrap_timeout,
                     client_mode=True)
     try:
         optimizer = make_optimizer(dht, recipe.run_id, recipe.model, cfg.train,
                                    torch.device("cpu"), observer=True)
         try:
-            optimizer.tracker.fetched_global_progress_this_epoch.wait(30)
-            if optimizer.tracker.global_epoch == 0 and not optimizer.tracker.global_progress.num_peers:
+            optimizer.wait_for_swarm_progress(30)
+            if optimizer.swarm_epoch == 0 and not optimizer.swarm_peers:
                 raise ExportError(f"no peer of run {recipe.run_id} reports progress; is the swarm "
-                                  f"running with these --model/--data/--train flags? Or export a "
-                                  f"miner's --checkpoint")
+                                  f"running (hivetrain status shows it)? Or export a miner's "
+                                  f"--checkpoint")
             optimizer.load_global_state()
             epoch = optimizer.local_epoch
         finally:
             optimizer.shutdown()
     finally:
         dht.shutdown()
-    return recipe.model, recipe.tokenizer, epoch
+    return recipe.model, recipe.tokenizer, f"the swarm at epoch {epoch} (run {recipe.run_id})"
 
 
 def run_export(args: argparse.Namespace, cfg) -> None:
     """``hivetrain export``: swarm or checkpoint -> folder (-> hub); ``cfg`` from the flags."""
+    writable_out_dir(args.out)
     if args.checkpoint:
         if not Path(args.checkpoint).is_file():
             raise ExportError(f"--checkpoint {args.checkpoint} is not a file")
@@ -249,12 +283,15 @@ def run_export(args: argparse.Namespace, cfg) -> None:
         model = model_from_checkpoint(args.checkpoint, tokenizer, preset)
         source = args.checkpoint
     else:
-        model, tokenizer, epoch = model_from_swarm(cfg)
-        source = f"the swarm at epoch {epoch}"
+        model, tokenizer, source = model_from_swarm(cfg, given_recipe_flags(args))
     out = export_model(model, tokenizer, args.out)
     print(f"exported {type(model).__name__} from {source} to {out}")
     if args.push_to_hub:
         print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
+
+
+def _warn(line: str) -> None:
+    print(f"hivetrain export: warning: {line}", file=sys.stderr)
 
 
 def run_generate(args: argparse.Namespace) -> None:

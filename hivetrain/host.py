@@ -6,9 +6,14 @@ clear line instead of a failure minutes later.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from hivetrain.atomic import atomic_write_text
 from hivetrain.config import Config, ConfigError, check_port_free
+
+WRITE_CHECK_FILE = ".write-check"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,9 +27,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """Create the run directory and prove a file can be written there, or say which flag to change.
+
+    Left unchecked, a read-only or full disk surfaced minutes later as a hivemind daemon error
+    (its identity file lives here) or as a lost checkpoint.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / WRITE_CHECK_FILE, "hivetrain can write here\n")
+        (run_dir / WRITE_CHECK_FILE).unlink()
+    except OSError as error:
+        raise ConfigError(f"--neuron.dir {run_dir} is not writable ({error.strerror or error}); "
+                          f"free disk space, fix its permissions or pass another --neuron.dir") from None
+
+
 def prepare_host(cfg: Config, serves_api: bool) -> torch.device:
-    """Create the run directory, check the ports, pick the device and set the CPU threads."""
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    """Check the run directory and the ports, pick the device and set the CPU threads."""
+    check_run_dir(cfg.run_dir)
     check_port_free(cfg.dht.port, "--dht.port")
     if serves_api:
         check_port_free(cfg.axon.port, "--axon.port")

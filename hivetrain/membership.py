@@ -29,6 +29,16 @@ class Membership:
     def peer_id(self) -> str:
         return str(self.dht.peer_id)
 
+    def admitted(self) -> set[str] | None:
+        """The DHT peers allowed in averaging groups and progress accounting: those committed on
+        chain by registered hotkeys, and this one. None (admit all) only when the chain cannot
+        be read at start; afterwards the caller keeps its previous set on a failed read."""
+        try:
+            return self.chain.committed_peer_ids() | {self.peer_id}
+        except Exception as error:  # the chain is unreachable for a moment: keep what we have
+            logger.warning("could not read the admitted peers from the chain: %s", error)
+            return None
+
 
 def open_chain(cfg: Config) -> tuple[Chain, int]:
     """Load the wallet, connect, and stop with the registration command when unregistered."""
@@ -36,8 +46,10 @@ def open_chain(cfg: Config) -> tuple[Chain, int]:
     return chain, chain.ensure_registered()
 
 
-def join_swarm(cfg: Config, chain: Chain, uid: int, client_mode: bool = False) -> Membership:
-    """Start the DHT from chain-discovered and flag peers, then commit our own addresses."""
+def join_swarm(cfg: Config, chain: Chain, uid: int, run_id: str,
+               client_mode: bool = False) -> Membership:
+    """Start the DHT from chain-discovered and flag peers, then commit our own addresses and
+    the ``run_id`` we train (tools read it back to find the swarm's run)."""
     discovered = chain.discover_dht_addrs()
     initial_peers = list(dict.fromkeys([*cfg.dht.initial_peers, *discovered]))
     logger.info("bootstrapping from %d peers (%d from --dht.initial_peers, %d from the chain)",
@@ -56,5 +68,5 @@ def join_swarm(cfg: Config, chain: Chain, uid: int, client_mode: bool = False) -
                        len(discovered))
         dht = start_dht(initial_peers=[], bootstrap_timeout=cfg.dht.bootstrap_timeout, **start)
     if not client_mode:
-        chain.commit_dht_addrs(visible_maddrs(dht))
+        chain.commit_dht_addrs(visible_maddrs(dht), run_id)
     return Membership(chain, uid, dht)

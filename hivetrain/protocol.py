@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,6 +24,8 @@ from hivetrain.model.image_tokens import LOWEST_PLACEHOLDER
 
 PROBE_PATH = "/v1/probe"
 STATUS_PATH = "/v1/status"
+UPDATE_PATH = "/v1/update"
+UPDATE_HEADER = "X-Hivetrain-Update"  # the signed UpdateEnvelope of an update response, as JSON
 
 MAX_BATCH = 16
 MAX_SEQ_LEN = 2048
@@ -39,6 +41,8 @@ IGNORE_LABEL = -100  # a label the loss skips (image positions, padding)
 
 # Domain separation: a signature made for a probe answer can never pass for anything else.
 ANSWER_DOMAIN = b"hivetrain/probe-answer/1\n"
+UPDATE_DOMAIN = b"hivetrain/update/1\n"
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 # Token ids, or the negative placeholders of an image span (hivetrain.model.image_tokens).
 TokenId = Annotated[int, Field(ge=LOWEST_PLACEHOLDER, lt=2**31)]
@@ -121,6 +125,11 @@ class ProbeAnswer(BaseModel):
     coords: Annotated[list[Coord], Field(max_length=MAX_COORDS)] = Field(
         description="(param_index, flat_index) over trainable parameters sorted by name.")
     grad_values: Annotated[list[float], Field(max_length=MAX_COORDS)]
+    update_epoch: Optional[Annotated[int, Field(ge=0)]] = Field(
+        None, description="Epoch of the newest update this miner kept (GET it at /v1/update).")
+    update_digest: Optional[Digest] = Field(None, description="Its sha256 (swarm.updates).")
+    update_samples: Optional[Annotated[int, Field(ge=0)]] = Field(
+        None, description="The samples it claimed for that update in the all-reduce.")
 
     @model_validator(mode="after")
     def _one_value_per_coord(self) -> ProbeAnswer:
@@ -147,13 +156,25 @@ class ProbeResponse(ProbeAnswer):
 
     def signature_valid(self) -> bool:
         """Whether ``signature`` verifies under ``hotkey``; malformed input is simply invalid."""
-        try:
-            crypto_type = parse_crypto_type(self.scheme)
-            signature = bytes.fromhex(self.signature.removeprefix("0x"))
-            return bool(verify_signature(self.signed_payload(), signature, self.hotkey,
-                                         crypto_type))
-        except ValueError:
-            return False
+        return _signature_valid(self.signed_payload(), self.scheme, self.signature, self.hotkey)
+
+
+def _signed(signer, model_cls, fields: dict):
+    """``model_cls(**fields)`` signed by ``signer`` over its ``signed_payload()``."""
+    unsigned = model_cls.model_construct(**fields, hotkey=signer.ss58_address,
+                                         scheme=CRYPTO_TYPE_NAMES[signer.crypto_type],
+                                         signature="")
+    signature = "0x" + bytes(signer.sign(unsigned.signed_payload())).hex()
+    return unsigned.model_copy(update={"signature": signature})
+
+
+def _signature_valid(message: bytes, scheme: str, signature: str, hotkey: str) -> bool:
+    try:
+        crypto_type = parse_crypto_type(scheme)
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        return bool(verify_signature(message, raw, hotkey, crypto_type))
+    except ValueError:
+        return False
 
 
 def sign_answer(signer, answer: ProbeAnswer, *, caller_hotkey: str, request_nonce: int,
@@ -162,12 +183,55 @@ def sign_answer(signer, answer: ProbeAnswer, *, caller_hotkey: str, request_nonc
 
     :param signer: a ``bittensor.signing.Signer`` (a hotkey ``Keypair`` is one).
     """
-    unsigned = ProbeResponse.model_construct(
-        **answer.model_dump(), hotkey=signer.ss58_address, caller_hotkey=caller_hotkey,
-        request_nonce=request_nonce, request_sha256=request_sha256,
-        scheme=CRYPTO_TYPE_NAMES[signer.crypto_type], signature="")
-    signature = "0x" + bytes(signer.sign(unsigned.signed_payload())).hex()
-    return unsigned.model_copy(update={"signature": signature})
+    return _signed(signer, ProbeResponse, dict(
+        **answer.model_dump(), caller_hotkey=caller_hotkey, request_nonce=request_nonce,
+        request_sha256=request_sha256))
+
+
+class UpdateRequest(BaseModel):
+    """A validator asks for the update (pseudo-gradient) a miner sent for one epoch."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    epoch: Annotated[int, Field(ge=0, lt=2**62)]
+
+
+class UpdateEnvelope(BaseModel):
+    """The signed facts about an update; the body that follows holds its tensors.
+
+    The body is the float32 little-endian bytes of every trainable parameter's update in the
+    order of ``model.parameters()`` (``numel`` values in all), streamed, so a 124M-parameter
+    update never sits in one JSON document; ``digest`` is their sha256
+    (:func:`hivetrain.swarm.updates.update_digest`), so the signature covers every byte.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    epoch: Annotated[int, Field(ge=0)]
+    samples: Annotated[int, Field(ge=0)]
+    numel: Annotated[int, Field(ge=1)]
+    digest: Digest
+    hotkey: str
+    caller_hotkey: str
+    request_nonce: int
+    request_sha256: str
+    scheme: str = "sr25519"
+    signature: str
+
+    def signed_payload(self) -> bytes:
+        fields = self.model_dump(mode="python", exclude={"signature"})
+        return UPDATE_DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+    def signature_valid(self) -> bool:
+        return _signature_valid(self.signed_payload(), self.scheme, self.signature, self.hotkey)
+
+
+def sign_update(signer, *, epoch: int, samples: int, numel: int, digest: str, caller_hotkey: str,
+                request_nonce: int, request_sha256: str) -> UpdateEnvelope:
+    """The envelope of one update response, bound to the request it answers."""
+    return _signed(signer, UpdateEnvelope, dict(
+        epoch=epoch, samples=samples, numel=numel, digest=digest, caller_hotkey=caller_hotkey,
+        request_nonce=request_nonce, request_sha256=request_sha256))
 
 
 class StatusResponse(BaseModel):
@@ -180,3 +244,6 @@ class StatusResponse(BaseModel):
     samples_per_second: float
     device: str
     uptime_s: float
+    # The run this miner trains and the flags that rebuild its recipe (hivetrain.swarm_run).
+    run_id: Optional[str] = None
+    recipe: Optional[dict[str, Union[bool, int, float, str, None]]] = None

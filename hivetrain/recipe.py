@@ -1,7 +1,8 @@
 """What the swarm trains: tokenizer, data, model and the run_id that fingerprints them.
 
 Miners and validators build the same recipe from the same flags, so a validator's model is the
-swarm's model and its run_id is the one the miners average under.
+swarm's model and its run_id is the one the miners average under. The run_id fingerprints the
+data too (its digest): peers whose data differ, whatever their flags, are different runs.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def build_recipe(cfg: Config) -> Recipe:
         model = build_model(cfg.model.preset, data.vocab_size, cfg.data.seq_len, cfg.neuron.seed,
                             cfg.model.pretrained)
         facts = model_fingerprint_facts(model)
-    agreed = {**swarm_agreement(cfg), "model": facts, "tokenizer": tokenizer_digest(tokenizer)}
+    agreed = {**swarm_agreement(cfg), "model": facts, "tokenizer": tokenizer_digest(tokenizer),
+              "data": data.digest}
     return Recipe(tokenizer, data, model, run_id(cfg.model.preset, fingerprint(agreed)))
 
 

@@ -79,7 +79,8 @@ print((a > b) - (a < b))
 '
 
 # stdin: `pm2 jlist` output; argv: NAME SCRIPT ARG...
-# prints "<status> <restart_time> <commit> <same_launch 0|1>", or "missing 0 - 0".
+# prints "<status> <restart_time> <commit> <same_launch 0|1> <exit_code> <last error line>", or
+# "missing 0 - 0 - -"; the last error line (from its pm2 error log) only once the neuron stopped.
 PY_NEURON_STATE='
 import json, os, sys
 name, script, args = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -101,10 +102,19 @@ for app in apps:
     env = app.get("pm2_env", {})
     commit = env.get("HIVETRAIN_NEURON_COMMIT") or env.get("env", {}).get("HIVETRAIN_NEURON_COMMIT") or "-"
     same = env.get("args", []) == args and os.path.realpath(env.get("pm_exec_path", "")) == os.path.realpath(script)
-    print(env.get("status", "unknown"), int(env.get("restart_time", 0)), commit, int(same))
+    status, reason = env.get("status", "unknown"), "-"
+    if status in ("stopped", "errored"):
+        try:
+            with open(env.get("pm_err_log_path", ""), errors="replace") as log:
+                lines = [line.strip() for line in log if line.strip()]
+            reason = lines[-1] if lines else "-"
+        except OSError:
+            pass
+    code = env.get("exit_code")
+    print(status, int(env.get("restart_time", 0)), commit, int(same), "-" if code is None else code, reason)
     break
 else:
-    print("missing 0 - 0")
+    print("missing 0 - 0 - -")
 '
 
 # argv: PORT; exit 0 when GET /v1/status on localhost answers 200.
@@ -120,6 +130,8 @@ except Exception:
 # ----------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------
+
+CONFIG_ERROR_EXIT=2  # what `hivetrain` exits with when its configuration cannot work
 
 log() { printf '%s [autoupdate %s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${ROLE:-?}" "$*"; }
 die() { log "ERROR: $*" >&2; exit 1; }
@@ -237,16 +249,18 @@ resolve_names() {
 # The neuron under pm2
 # ----------------------------------------------------------------------------------------------
 
-neuron_state() {  # prints: status restart_time commit same_launch
+neuron_state() {  # prints: status restart_time commit same_launch exit_code last_error_line
     local jlist
-    jlist="$(pm2_run jlist 2>/dev/null)" || { echo "unknown 0 - 0"; return 0; }
+    jlist="$(pm2_run jlist 2>/dev/null)" || { echo "unknown 0 - 0 - -"; return 0; }
     printf '%s' "$jlist" | "$PY" -c "$PY_NEURON_STATE" "$NEURON_NAME" "$NEURON_SCRIPT" \
-        ${NEURON_ARGS[@]+"${NEURON_ARGS[@]}"} || echo "unknown 0 - 0"
+        ${NEURON_ARGS[@]+"${NEURON_ARGS[@]}"} || echo "unknown 0 - 0 - -"
 }
 
 # (Re)start the neuron from the checked-out code. delete + start rather than `pm2 restart`, so the
 # flags are the current ones and the restart counter starts at 0 for the health check. pm2 stops
 # it with SIGINT; the 60 s kill timeout leaves a miner time to finish its step and checkpoint.
+# A neuron that exits with CONFIG_ERROR_EXIT (hivetrain's exit code for bad flags, a bad run dir
+# or a bad scores.json) is not restarted: it would only fail again, in a loop pm2 shows as online.
 start_neuron() {
     [[ -f "$NEURON_SCRIPT" ]] || { log "ERROR: $NEURON_SCRIPT does not exist"; return 1; }
     pm2_run delete "$NEURON_NAME" >/dev/null 2>&1 || true
@@ -256,22 +270,24 @@ start_neuron() {
     # HIVETRAIN_NEURON_COMMIT tells a later updater which code this neuron runs (see ensure_neuron).
     if ! env -u HIVETRAIN_UPDATER_NAME HIVETRAIN_NEURON_COMMIT="$commit" PYTHONUNBUFFERED=1 \
         "$PM2" start "$NEURON_SCRIPT" --name "$NEURON_NAME" --interpreter "$PY" --cwd "$REPO" \
-        --time --kill-timeout 60000 -- ${NEURON_ARGS[@]+"${NEURON_ARGS[@]}"} >/dev/null 9>&-; then
+        --time --kill-timeout 60000 --stop-exit-codes "$CONFIG_ERROR_EXIT" -- ${NEURON_ARGS[@]+"${NEURON_ARGS[@]}"} >/dev/null 9>&-; then
         log "ERROR: pm2 could not start $NEURON_NAME"
         return 1
     fi
 }
 
 # Leave a neuron that already runs this commit with these flags alone (the updater itself was
-# restarted or re-executed); otherwise start it.
+# restarted or re-executed); otherwise start it and report whether it comes up. A neuron that does
+# not is reported, not fatal: the updater stays up to install the release that fixes it.
 ensure_neuron() {
-    local status restarts commit same
-    read -r status restarts commit same < <(neuron_state)
+    local status restarts commit same code reason
+    read -r status restarts commit same code reason < <(neuron_state)
     if [[ "$status" == online && "$commit" == "$(git rev-parse HEAD)" && "$same" == 1 ]]; then
         log "$NEURON_NAME already runs $(short HEAD) with these flags; leaving it running"
         return 0
     fi
-    start_neuron
+    start_neuron || return
+    wait_healthy || log "ERROR: $NEURON_NAME did not come up at $(short HEAD); see: pm2 logs $NEURON_NAME"
 }
 
 http_ok() { "$PY" -c "$PY_HTTP_OK" "$1"; }
@@ -279,10 +295,15 @@ http_ok() { "$PY" -c "$PY_HTTP_OK" "$1"; }
 # Poll until the freshly started neuron is up and has stayed up for HEALTH_STABLE seconds.
 wait_healthy() {
     local deadline=$((SECONDS + HEALTH_TIMEOUT)) stable_since="" api_ok=0
-    local status restarts commit same
+    local status restarts commit same code reason
     [[ -z "$AXON_PORT" || "$AXON_PORT" == 0 ]] && api_ok=1
     while :; do
-        read -r status restarts commit same < <(neuron_state)
+        read -r status restarts commit same code reason < <(neuron_state)
+        if [[ "$status" == stopped && "$code" == "$CONFIG_ERROR_EXIT" ]]; then
+            log "health: $NEURON_NAME stopped on a configuration error (exit code $CONFIG_ERROR_EXIT), so pm2 will not restart it: $reason"
+            log "health: fix the neuron flags, then restart this updater (pm2 restart ${HIVETRAIN_UPDATER_NAME:-<updater>})"
+            return 1
+        fi
         if [[ "$status" == missing || "$status" == errored || "$status" == stopped || "$restarts" -gt 0 ]]; then
             log "health: $NEURON_NAME is not staying up (pm2 status $status, $restarts restarts); see: pm2 logs $NEURON_NAME"
             return 1
@@ -476,8 +497,8 @@ recover_interrupted_update() {
 # Another updater sharing this checkout (say a validator next to a miner) may have moved HEAD:
 # restart our neuron onto the code that is now on disk.
 follow_checkout() {
-    local status restarts commit same
-    read -r status restarts commit same < <(neuron_state)
+    local status restarts commit same code reason
+    read -r status restarts commit same code reason < <(neuron_state)
     if [[ "$status" == missing ]]; then
         log "warning: $NEURON_NAME is not in pm2 any more; restart this updater to start it again"
     elif [[ "$commit" != "$(git rev-parse HEAD)" ]]; then

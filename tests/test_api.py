@@ -21,7 +21,9 @@ from fastapi.responses import PlainTextResponse, Response
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hivetrain import __version__
+from hivetrain.chain import Chain, create_dev_wallet, init_dev_chain, register_dev, stake_dev
 from hivetrain.miner.api import ApiServer, PortInUse, RateLimiter, create_app
+from hivetrain.miner.callers import DEFAULT_REFRESHES_PER_MINUTE, REFUSED_TTL_S, CallerPolicy
 from hivetrain.model.probe import cosine, param_digest, probe_loss_and_grad
 from hivetrain.protocol import PROBE_PATH, STATUS_PATH, ProbeAnswer, ProbeRequest, sign_answer
 from hivetrain.validator.prober import probe_miners
@@ -31,7 +33,8 @@ MINER = Keypair.create_from_uri("//hivetrain-test-miner")
 VALIDATOR = Keypair.create_from_uri("//hivetrain-test-validator")
 SPAMMER = Keypair.create_from_uri("//hivetrain-test-spammer")
 OUTSIDER = Keypair.create_from_uri("//hivetrain-test-outsider")
-ALLOWED = {VALIDATOR.ss58_address, SPAMMER.ss58_address}
+FUZZER = Keypair.create_from_uri("//hivetrain-test-fuzzer")  # its own rate-limit budget
+ALLOWED = {VALIDATOR.ss58_address, SPAMMER.ss58_address, FUZZER.ss58_address}
 RATE = 20
 MAX_BODY = 64 * 1024
 EPOCH = 3
@@ -207,6 +210,113 @@ def test_invalid_requests_are_422(miner, body):
     assert post(miner.port, body).status_code == 422
 
 
+def nan(body: bytes, field: bytes) -> bytes:
+    """``body`` with the first number after ``field`` replaced by a JSON NaN (json.dumps refuses)."""
+    head, tail = body.split(field, 1)
+    return head + field + tail.replace(tail.lstrip(b'": [').split(b",")[0].split(b"]")[0],
+                                       b"NaN", 1)
+
+
+@pytest.mark.parametrize("body", [
+    nan(probe_body(), b'"seed"'),  # FastAPI's own handler cannot echo the NaN back: it was a 500
+    probe_body().replace(b'"seed": 7', b'"seed": Infinity'),
+    probe_body().replace(b'"seed": 7', b'"seed": -Infinity'),
+    nan(probe_body(), b'"input_ids"'),
+    nan(probe_body(labels=tokens()), b'"labels"'),
+    nan(probe_body(pixel_values={"shape": [1, 3, 2, 2], "data": "AAAA"}), b'"shape"'),
+    b'{"seed": 1, "seed": NaN}',
+    b"[" * 20_000 + b"]" * 20_000,  # deeper than the JSON parser recurses
+    b'{"seed": "\xff\xfe"}',  # not UTF-8
+    b"null", b"[]", b'"probe"', b"7", b"",
+    probe_body(seed=10**40),
+    probe_body(input_ids=[[1, -5]]),  # an image placeholder without pixels
+])
+def test_malformed_bodies_are_4xx_never_500(miner, body):
+    reply = post(miner.port, body, signer=FUZZER)
+    assert 400 <= reply.status_code < 500, reply.text
+    detail = reply.json()["detail"]  # valid JSON, and none of the input echoed back
+    assert isinstance(detail, str) or all(set(item) == {"loc", "msg", "type"} for item in detail)
+
+
+def test_validation_errors_say_where_and_why(miner):
+    detail = post(miner.port, nan(probe_body(), b'"seed"'), signer=FUZZER).json()["detail"]
+    assert detail[0]["loc"] == ["body", "seed"] and detail[0]["msg"] and detail[0]["type"]
+
+
+# --- slow clients -----------------------------------------------------------------------------
+
+REQUEST_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def impatient_miner(model):
+    """The miner's app behind a server that gives each request REQUEST_TIMEOUT s to arrive."""
+    status = lambda: dict(epoch=EPOCH, peer_id="QmTestPeer", samples_per_second=1.0, device="cpu")
+    probe = lambda request: dict(loss=1.0, coords=[], grad_values=[], epoch=EPOCH,
+                                 param_digest="00", peer_id="QmTestPeer",
+                                 samples_since_last_probe=0)
+    app = create_app(MINER, authorize=lambda hotkey: None, probe=probe, status=status,
+                     max_body_bytes=MAX_BODY, rate_limit_per_minute=10_000)
+    with ApiServer(app, "127.0.0.1", 0, request_timeout_s=REQUEST_TIMEOUT) as server:
+        wait_accepting(server.port)
+        yield server
+
+
+def slow_client(port: int, part: str) -> socket.socket:
+    """A connection that sent only the start of a signed probe: some headers, or some body."""
+    body = probe_body()
+    auth = http_auth.sign(VALIDATOR, method="POST", path=PROBE_PATH, body=body,
+                          receiver_ss58=MINER.ss58_address)
+    head = (f"POST {PROBE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in auth.items()) + "\r\n").encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head[:40] if part == "headers" else head + body[:10])
+    return sock
+
+
+def trickle_until_closed(sock: socket.socket, give_up_s: float) -> float:
+    """Send one byte of the request every 0.2 s, as a slowloris client does; the seconds until
+    the server closed the connection."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - started < give_up_s:
+        try:
+            sock.send(b"x")
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - started
+    raise AssertionError(f"connection still open after {give_up_s} s")
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_slow_requests_are_cut_off(impatient_miner, part):
+    clients = [slow_client(impatient_miner.port, part) for _ in range(20)]
+    try:
+        for sock in clients:
+            trickle_until_closed(sock, give_up_s=20 * REQUEST_TIMEOUT)
+    finally:
+        for sock in clients:
+            sock.close()
+    reply = post(impatient_miner.port, probe_body())  # a whole request in time is served
+    assert reply.status_code == 200
+
+
+def test_idle_connection_is_closed(impatient_miner):
+    with socket.create_connection(("127.0.0.1", impatient_miner.port)) as sock:
+        sock.settimeout(20 * REQUEST_TIMEOUT)
+        assert sock.recv(1) == b""
+
+
+def test_deadline_restarts_for_each_request_on_a_connection(impatient_miner):
+    with httpx.Client() as client:  # keep-alive: both requests on one connection
+        for _ in range(2):
+            reply = client.get(f"http://127.0.0.1:{impatient_miner.port}{STATUS_PATH}")
+            assert reply.status_code == 200
+
+
 def test_rate_limit_is_429_per_caller(miner):
     codes = [post(miner.port, b"{}", signer=SPAMMER).status_code for _ in range(RATE + 1)]
     assert codes[:RATE] == [422] * RATE and codes[RATE] == 429
@@ -322,3 +432,61 @@ def test_rate_limit_window_slides():
         True, True, False, True]
     now[0] = 60.5
     assert limiter.allow("a")
+
+
+# --- callers the metagraph does not know --------------------------------------------------------
+
+
+@pytest.fixture
+def subnet(tmp_path, monkeypatch):
+    """A dev chain with a validator (permit, stake) and the miner registered, and a miner app
+    whose authorize is the real CallerPolicy over the real Chain facade."""
+    monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "token_symbols.json"))
+    wallets = {name: create_dev_wallet(name, "default", str(tmp_path / "wallets"))
+               for name in ("owner", "val", "miner", "late")}
+    dev, _ = init_dev_chain(tmp_path / "chain.sqlite", 0.05, 1, wallets["owner"])
+    for name in ("val", "miner"):
+        register_dev(dev.path, 1, wallets[name])
+    stake_dev(dev.path, 1, wallets["val"].hotkey.ss58_address, 100.0, permit=True)
+    # The facade's own periodic re-read is kept out of the way (a huge cadence): only the
+    # policy's refreshes may bring a newly registered hotkey in here.
+    chain = Chain.open("embedded", None, str(dev.path), 1, wallets["miner"], connect_timeout=5,
+                       metagraph_every_blocks=10**6)
+    now = [0.0]
+    policy = CallerPolicy(chain, min_stake=0.0, clock=lambda: now[0])
+    status = lambda: dict(epoch=EPOCH, peer_id="QmTestPeer", samples_per_second=1.0, device="cpu")
+    probe = lambda request: dict(loss=1.0, coords=[], grad_values=[], epoch=EPOCH,
+                                 param_digest="00", peer_id="QmTestPeer",
+                                 samples_since_last_probe=0)
+    app = create_app(wallets["miner"].hotkey, authorize=policy.authorize, probe=probe,
+                     status=status, rate_limit_per_minute=10_000)
+    with ApiServer(app, "127.0.0.1", 0) as server:
+        wait_accepting(server.port)
+        yield dict(server=server, policy=policy, now=now, dev=dev, wallets=wallets, chain=chain)
+    chain.close()
+
+
+def test_unknown_hotkeys_cannot_force_metagraph_refreshes(subnet):
+    server, policy, wallets = subnet["server"], subnet["policy"], subnet["wallets"]
+    miner_hotkey = wallets["miner"].hotkey.ss58_address
+    flood = [Keypair.create_from_uri(f"//flood-{i}") for i in range(3 * DEFAULT_REFRESHES_PER_MINUTE)]
+    codes = [post(server.port, probe_body(), signer=k, receiver=miner_hotkey).status_code
+             for k in flood + flood]
+    assert codes == [403] * len(codes)
+    assert policy.refreshes == DEFAULT_REFRESHES_PER_MINUTE  # the budget, not one per hotkey
+    honest = post(server.port, probe_body(), signer=wallets["val"].hotkey, receiver=miner_hotkey)
+    assert honest.status_code == 200
+
+
+def test_validator_registered_since_the_last_sync_gets_in(subnet):
+    server, policy, wallets, now = subnet["server"], subnet["policy"], subnet["wallets"], subnet["now"]
+    miner_hotkey, late = wallets["miner"].hotkey.ss58_address, wallets["late"].hotkey
+    assert subnet["chain"].metagraph().uid_of(late.ss58_address) is None  # cached without it
+    assert post(server.port, probe_body(), signer=late, receiver=miner_hotkey).status_code == 403
+    register_dev(subnet["dev"].path, 1, wallets["late"])
+    stake_dev(subnet["dev"].path, 1, late.ss58_address, 100.0, permit=True)
+    refused = post(server.port, probe_body(), signer=late, receiver=miner_hotkey)
+    assert refused.status_code == 403 and policy.refreshes == 1  # remembered as refused
+    now[0] += REFUSED_TTL_S + 1
+    assert post(server.port, probe_body(), signer=late, receiver=miner_hotkey).status_code == 200
+    assert policy.refreshes == 2

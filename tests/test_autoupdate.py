@@ -2,7 +2,7 @@
 
 Each test builds a throw-away world under tmp: a bare repository as upstream, a ``dev`` clone that
 publishes versions to it, and a ``node`` clone where the updater runs, holding copies of the real
-launcher scripts, a fake neuron (tests/fake_neuron.py as neurons/miner.py) and a fake
+launcher scripts, a fake neuron (tests/helpers/fake_neuron.py as neurons/miner.py) and a fake
 post_install.py that records its runs. pm2 is the pinned one from the project's node_modules
 (``npm ci``), with its own PM2_HOME per test, killed at the end. ``HIVETRAIN_INSTALL_CMD`` replaces
 ``pip install -e .`` by a line appended to install.log. Nothing waits for a fixed time: every wait
@@ -36,6 +36,8 @@ with open(os.path.join(os.environ["HIVETRAIN_TEST_MARKERS"], "post_install.log")
 '''
 
 BROKEN_NEURON = 'import sys\nprint("this version cannot start", flush=True)\nsys.exit(3)\n'
+# The real hivetrain command line (from this checkout, via PYTHONPATH), as neurons/miner.py runs it.
+HIVETRAIN_NEURON = 'import sys\nfrom hivetrain.cli import run_role\nsys.exit(run_role("miner"))\n'
 
 
 def free_port() -> int:
@@ -136,11 +138,13 @@ class World:
         """Commit ``version`` in the dev clone and push it upstream; returns the commit.
 
         :param broken: "" for a working version, "neuron" for a neuron that exits at once,
-            "post_install" for a post_install.py that fails.
+            "post_install" for a post_install.py that fails, "hivetrain" for the real hivetrain
+            miner (which the tests start with flags it refuses).
         """
         (self.dev / "hivetrain").mkdir(exist_ok=True)
         (self.dev / "hivetrain" / "__init__.py").write_text(f'__version__ = "{version}"\n')
-        neuron = BROKEN_NEURON if broken == "neuron" else (ROOT / "tests" / "fake_neuron.py").read_text()
+        neuron = {"neuron": BROKEN_NEURON, "hivetrain": HIVETRAIN_NEURON}.get(broken) or \
+            (ROOT / "tests" / "helpers" / "fake_neuron.py").read_text()
         (self.dev / "neurons" / "miner.py").write_text(neuron)
         (self.dev / "post_install.py").write_text(FAKE_POST_INSTALL.format(
             broken_doc=", then fails" if broken == "post_install" else "",
@@ -336,6 +340,20 @@ def test_off_starts_the_neuron_and_never_updates(world):
                       "the neuron to run with the new flags")
     assert second["pid"] != first["pid"] and second["version"] == "0.1.0"
     assert world.lines("install.log") == []
+
+
+def test_configuration_error_stops_the_neuron_and_is_reported(world):
+    """Issue 14: `--model.preset gpt3` restarted 8 times in 60 s while pm2 showed "online"."""
+    world.publish("0.1.1", broken="hivetrain")
+    world.git("pull", "--quiet", cwd=world.node)
+    result = world.updater_once("--autoupdate.off", "--model.preset", "gpt3")
+    assert result.returncode == 0  # the updater stays up, to install the release that fixes it
+    assert "stopped on a configuration error (exit code 2)" in result.stdout
+    assert "invalid choice: 'gpt3'" in result.stdout  # the neuron's own one-line error
+    out = world.pm2("jlist").stdout
+    neuron = next(app for app in json.loads(out[out.index("["):]) if app["name"].endswith("-neuron"))
+    env = neuron["pm2_env"]
+    assert (env["status"], env["restart_time"], env["exit_code"]) == ("stopped", 0, 2)
 
 
 def test_neuron_follows_a_checkout_moved_by_another_updater(world):

@@ -234,8 +234,9 @@ def test_facade_registration_endpoints_and_discovery(chain, wallets):
 
     peer = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE"
     miner_addrs = [f"/ip4/10.0.0.7/tcp/4001/p2p/{peer}", f"/ip4/127.0.0.1/udp/4001/quic/p2p/{peer}"]
-    assert miner.commit_dht_addrs(miner_addrs)
+    assert miner.commit_dht_addrs(miner_addrs, "hivetrain-tiny-0123456789abcdef")
     assert val.commit_dht_addrs(["/ip4/10.0.0.9/tcp/4002/p2p/QmValidator"])
+    assert val.committed_run_ids() == {miner.hotkey: "hivetrain-tiny-0123456789abcdef"}
     assert val.discover_dht_addrs() == miner_addrs
     assert miner.discover_dht_addrs() == ["/ip4/10.0.0.9/tcp/4002/p2p/QmValidator"]
     anonymous = Chain.open("embedded", None, str(chain.path), NETUID, None)
@@ -296,10 +297,40 @@ def test_dht_commitment_format():
     short, kept = dht_commitment.encode(addrs, 80)
     assert kept == addrs[:1] and dht_commitment.decode(short) == addrs[:1]
     assert dht_commitment.decode("someone else's commitment") == []
+    assert dht_commitment.decode_run_id(text) is None
+
+
+def test_dht_commitment_carries_a_bounded_run_id():
+    run_id = "hivetrain-gpt2-medium-0123456789abcdef"
+    addrs = [f"/ip4/10.0.0.{i}/tcp/4001/p2p/12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE"
+             for i in range(20)]
+    text, kept = dht_commitment.encode(addrs, 384, run_id)
+    assert len(text.encode()) <= 384 and kept and dht_commitment.decode(text) == kept
+    assert dht_commitment.decode_run_id(text) == run_id
+    longest = "r" * dht_commitment.MAX_RUN_ID_BYTES
+    assert dht_commitment.decode_run_id(dht_commitment.encode(addrs, 384, longest)[0]) == longest
+    for bad in ("r" * (dht_commitment.MAX_RUN_ID_BYTES + 1), "has space", ""):
+        with pytest.raises(ValueError, match="not a run_id"):
+            dht_commitment.encode(addrs, 384, bad)
+    assert dht_commitment.decode_run_id("dht1 run=" + "r" * 65) is None
+    assert dht_commitment.decode_run_id("dht2 run=x") is None
     fields = dht_commitment.to_fields("x" * 300)
     assert [list(f) for f in fields] == [["Raw128"], ["Raw128"], ["Raw44"]]
     with pytest.raises(ValueError):
         dht_commitment.encode(["not an address"], 384)
+
+
+def test_cli_creates_only_a_wallet_it_was_told_to(tmp_path, capsys):
+    """Without --wallet.name, init/register refuse to add a password-less ``default`` coldkey."""
+    common = ["--chain.path", str(tmp_path / "c.sqlite"), "--wallet.path", str(tmp_path / "w")]
+    for command in ("init", "register"):
+        assert cli_main(["chain", command, *common]) == 1
+        err = capsys.readouterr().err
+        assert "creates a password-less dev wallet" in err and "--wallet.name NAME" in err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists() and not (tmp_path / "c.sqlite").exists()
+    create_dev_wallet("default", "default", str(tmp_path / "w"))  # an existing one is used
+    assert cli_main(["chain", "init", *common]) == 0
 
 
 def test_cli_init_register_stake_neurons_weights(tmp_path, capsys):

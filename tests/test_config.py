@@ -102,3 +102,25 @@ def test_fingerprint_changes_with_anything_peers_must_share():
                   "model": {"n_layer": 4}, "tokenizer": "abc"}
     assert fingerprint(local_only) == fingerprint(agreed)
     assert run_id("tiny", fingerprint(agreed)).startswith("hivetrain-tiny-")
+
+HEAVY_MODULES = ("torch", "transformers", "hivemind", "wandb")
+# The error path, run in a fresh interpreter: which heavy modules it imported before answering.
+IMPORTED_ON_ERROR = """
+import sys
+from hivetrain.cli import main
+code = main(sys.argv[1:])
+print(code, *sorted(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [
+    ["miner", "--train.batch_size", "0"],
+    ["validator", "--validator.alpha", "-1"],
+    ["export", "--out", "unused", "--train.lr", "0"],
+])
+def test_bad_values_are_reported_before_the_heavy_imports(argv):
+    """Issue 14: a bad value took 20 s because torch, transformers and hivemind came first."""
+    result = subprocess.run([sys.executable, "-c", IMPORTED_ON_ERROR.format(heavy=HEAVY_MODULES),
+                             *argv], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2"], result.stdout  # exit code 2 and none of them imported
+    assert "must be positive" in result.stderr

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ import torch
 
 from hivetrain.config import DataConfig
 from hivetrain.data import corpus as corpus_module
+from hivetrain.data import corpus_build
 from hivetrain.data import load_corpus, load_token_data, load_tokenizer, tokenizer_digest
 from hivetrain.data import source as source_module
 from hivetrain.data.split import is_heldout
@@ -22,6 +25,8 @@ from hivetrain.data.tokens import ArrayTokenData
 from hivetrain.data.train_tokenizer import train_tokenizer
 
 SEQ = 64
+SHIPPED_DIGEST = "cd4cd32f9c62e587"  # the first 16 hex digits; assets/corpus/LICENSE.md says how
+BUILT_WITH = "3.11.7"
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +35,8 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def corpus(cache_dir):
-    return load_corpus(cache_dir)
+def corpus():
+    return load_corpus()
 
 
 @pytest.fixture(scope="session")
@@ -63,28 +68,62 @@ def contains(haystack: np.ndarray, needle: np.ndarray) -> bool:
 def test_corpus_is_sizable_prose_in_hash_order(corpus):
     docs = corpus.documents
     assert len(docs) > 3000 and corpus.num_bytes > 2_500_000
-    assert min(map(len, docs)) >= corpus_module.MIN_CHARS
+    assert min(map(len, docs)) >= corpus_build.MIN_CHARS
     hashes = [hashlib.sha256(d.encode()).hexdigest() for d in docs]
     assert hashes == sorted(set(hashes)), "documents must be unique and ordered by content hash"
-    from pydoc_data.topics import topics
-    assert topics["assert"].strip() in docs
+    assert any(d.startswith('The "assert" statement\n****') for d in docs)         # help() topic
     assert any(d.startswith("Command-line parsing library") for d in docs)        # docstring
     assert any(d.startswith("There is no equivalent method for counters") for d in docs)  # comment
 
 
-def test_corpus_cache_is_reused_and_rebuild_is_identical(corpus, cache_dir, monkeypatch, tmp_path):
-    cached = list(corpus_module.cache_root(cache_dir).glob("corpus-*.json"))
-    assert len(cached) == 1 and not list(corpus_module.cache_root(cache_dir).glob(".*tmp"))
-    assert json.loads(cached[0].read_text())["digest"] == corpus.digest
-    rebuilt = corpus_module.build_corpus()          # a second, independent build
-    assert rebuilt.digest == corpus.digest and rebuilt.documents == corpus.documents
+def test_the_shipped_corpus_is_the_same_on_every_python(corpus, monkeypatch):
+    """Read from assets/corpus only: nothing of the host Python goes into it (issue 14)."""
+    def no_build(*_):
+        raise AssertionError("the corpus must not be built from the host Python")
+    monkeypatch.setattr(corpus_build, "build_corpus", no_build)
+    monkeypatch.setattr(corpus_build, "stdlib_dir", no_build)
+    monkeypatch.setattr(sys, "version", "3.99.0 (another build)")
+    assert load_corpus().digest == corpus.digest and corpus.digest.startswith(SHIPPED_DIGEST)
+    raw = corpus_module.SHIPPED.read_bytes()
+    assert raw[4:8] == b"\0\0\0\0", "gzip without a timestamp: the bytes depend on content only"
 
-    def no_build():
-        raise AssertionError("cache not used")
-    monkeypatch.setattr(corpus_module, "build_corpus", no_build)
-    assert load_corpus(cache_dir).digest == corpus.digest
-    with pytest.raises(AssertionError, match="cache not used"):
-        load_corpus(str(tmp_path))
+
+@pytest.mark.skipif(sys.version.split()[0] != BUILT_WITH, reason=f"built with CPython {BUILT_WITH}")
+def test_a_rebuild_on_the_python_that_built_it_is_identical(corpus, tmp_path):
+    rebuilt = corpus_build.build_corpus()
+    assert rebuilt.digest == corpus.digest and rebuilt.documents == corpus.documents
+    corpus_build.write_shipped(rebuilt, tmp_path / "embedded.json.gz")
+    assert (tmp_path / "embedded.json.gz").read_bytes() == corpus_module.SHIPPED.read_bytes()
+
+
+def test_a_damaged_corpus_is_a_clear_error(tmp_path):
+    stored = json.loads(gzip.decompress(corpus_module.SHIPPED.read_bytes()))
+    stored["documents"][0] += " tampered"
+    (tmp_path / "changed.json.gz").write_bytes(gzip.compress(json.dumps(stored).encode()))
+    with pytest.raises(RuntimeError, match="does not match its digest; restore it"):
+        load_corpus(tmp_path / "changed.json.gz")
+    (tmp_path / "cut.json.gz").write_bytes(corpus_module.SHIPPED.read_bytes()[:1000])
+    with pytest.raises(RuntimeError, match="cannot be read"):
+        load_corpus(tmp_path / "cut.json.gz")
+
+
+def test_the_data_digest_is_part_of_the_run_id(tmp_path, cache_dir):
+    """Same text under two paths: one run; other text: another run, with every flag the same."""
+    from hivetrain.config import Config
+    from hivetrain.recipe import build_recipe
+
+    text = "\n\n".join(f"Paragraph {i} of a small corpus, long enough to be kept. " * 3
+                       for i in range(200))
+    for name, content in (("a", text), ("b", text), ("c", text.replace("small", "other"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.txt").write_text(content)
+
+    def run_id(name):
+        cfg = Config()
+        cfg.data.files, cfg.data.cache_dir = str(tmp_path / name / "*.txt"), cache_dir
+        return build_recipe(cfg).run_id
+
+    assert run_id("a") == run_id("b") != run_id("c")
 
 
 # --- held-out split ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hivemind.compression import NoCompression
 
 from hivetrain.config import TrainConfig
 from hivetrain.swarm.diloco import DiLoCoOptimizer
-from polling import wait_until
+from helpers.polling import wait_until
 
 SIZE = 64
 LR, MOMENTUM, INNER_STEPS = 0.7, 0.9, 2

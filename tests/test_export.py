@@ -114,6 +114,16 @@ def test_export_and_generate_errors_are_one_line(tmp_path, capsys):
     assert "is not an exported model" in errors[1]
 
 
+def test_an_unwritable_out_folder_is_one_line_before_any_work(tmp_path, capsys):
+    """Checked first, so a swarm export does not download for minutes and then lose it."""
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "a-file").write_text("in the way")
+    out = tmp_path / "a-file" / "model"  # a read-only file system: tests/test_startup_errors.py
+    assert main(["export", "--checkpoint", str(tmp_path / "junk.pt"), "--out", str(out)]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert f"--out {out} is not writable (Not a directory)" in error and "another --out" in error
+
+
 def test_push_to_hub_fails_clearly_without_a_token_or_a_network(tmp_path, monkeypatch):
     import huggingface_hub.constants as hub
 

@@ -82,12 +82,19 @@ def test_cosine_at_threshold_is_acceptable():
     assert classify(answer(grad_cosine=0.8), TOL)[0] == SCORE_ACCEPTABLE
 
 
-def test_a_response_needs_every_field_and_a_finite_reference():
+def test_a_response_needs_every_field():
     with pytest.raises(ValueError, match="grad_cosine"):
         ProbeOutcome(responded=True, reported_epoch=1, reference_epoch=1, reported_loss=1.0,
                      reference_loss=1.0, coords_match=True)
-    with pytest.raises(ValueError, match="reference loss"):
-        answer(reference_loss=math.nan)
+
+
+@pytest.mark.parametrize("reference", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_reference_scores_nobody_and_raises_nothing(reference):
+    """The validator's own copy went bad (a poisoned swarm): skip the miner, keep its EMA."""
+    score, reason = classify(answer(reference_loss=reference), TOL)
+    assert score is None and "reference loss" in reason
+    state = update_ema(ScoreState(), {0: "a"}, {0: 1.0}, alpha=0.5)
+    assert update_ema(state, {0: "a"}, {0: score}, alpha=0.5).scores == state.scores
 
 
 def test_ema_starts_new_uids_at_floor_and_moves_by_alpha():
@@ -148,10 +155,13 @@ def test_normalise_edge_cases():
 
 
 def test_state_json_round_trip():
-    state = ScoreState(scores={0: 0.1, 12: 0.734}, hotkeys={0: "a", 12: "l"}, rounds=5)
+    state = ScoreState(scores={0: 0.1, 12: 0.734}, hotkeys={0: "a", 12: "l"}, rounds=5,
+                       contribution={0: 0.0, 12: 41.5})
     text = state.to_json()
-    assert json.loads(text)["version"] == 1
+    assert json.loads(text)["version"] == 2
     assert ScoreState.from_json(text) == state
+    version1 = '{"version": 1, "rounds": 5, "scores": {"0": 0.1}, "hotkeys": {"0": "a"}}'
+    assert ScoreState.from_json(version1).contribution == {}
 
 
 @pytest.mark.parametrize("text", ["[]", '{"version": 2}', '{"version": 1, "scores": {}}',

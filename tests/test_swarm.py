@@ -7,13 +7,16 @@ miners' own metrics files against a deadline; nothing sleeps in place of synchro
 """
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
 from hivetrain.localnet.processes import ProcessGroup
-from hivetrain.localnet.swarm import SwarmOptions, neuron_args, prepare_chain
+from hivetrain.localnet.swarm import NETUID, SwarmOptions, neuron_args, prepare_chain
 from hivetrain.miner.neuron import PEER_FILE
-from polling import records, wait_until
+from helpers.polling import current_run, records, records_after, wait_until
 
 # hivemind's all-reduce adds "average - local" to each peer's tensors, exact in float32 for most
 # values but not all (see param_sketch), so peers are compared with a tolerance far below one
@@ -70,9 +73,11 @@ def test_peers_average_to_identical_parameters_and_loss_falls(swarm):
     wait_until(lambda: identical_epochs(dirs["miner1"], dirs["miner2"]), 300,
                "an epoch at which both peers hold the same parameters", group)
     assert max(r["peers"] for r in records(dirs["miner1"], "epoch")) == 2
-    heldout = wait_until(lambda: (lambda t: t if len(t) >= 4 else None)(
-        records(dirs["miner1"], "train")), 120, "held-out evaluations", group)
-    assert heldout[-1]["heldout_loss"] < heldout[0]["heldout_loss"] - 0.5
+    first = wait_until(lambda: records(dirs["miner1"], "train"), 60, "a held-out evaluation",
+                       group)[0]
+    wait_until(lambda: [r for r in records(dirs["miner1"], "train")
+                        if r["heldout_loss"] < first["heldout_loss"] - 0.5], 180,
+               "the held-out loss to fall by 0.5 from the first evaluation", group)
 
 
 def test_independent_training_would_not_look_identical(swarm):
@@ -100,35 +105,75 @@ def test_restarted_peer_resumes_from_its_checkpoint(swarm):
     group, dirs, options = swarm
     neuron_b = next(n for n in group.neurons if n.name == "miner2")
     assert group.stop(neuron_b) == 0, "SIGTERM should stop a miner cleanly"
-    stopped_at = records(dirs["miner2"], "stop")[-1]["epoch"]
+    stop = records(dirs["miner2"], "stop")[-1]
     assert (dirs["miner2"] / "checkpoint.pt").exists()
     peer_id = json.loads((dirs["miner2"] / PEER_FILE).read_text())["peer_id"]
     group.start("miner2", dirs["miner2"], neuron_args("miner", "miner2", options))
-    starts = wait_until(lambda: (lambda s: s if len(s) >= 2 else None)(records(dirs["miner2"], "start")),
-                        180, "the restarted miner", group)
-    assert starts[-1]["resumed_epoch"] == stopped_at
-    assert starts[-1]["peer_id"] == peer_id, "the libp2p identity should survive a restart"
+    start = wait_until(lambda: records_after(dirs["miner2"], "start", stop), 180,
+                       "the restarted miner's start record", group)[0]
+    assert start["resumed_epoch"] == stop["epoch"]
+    assert start["peer_id"] == peer_id, "the libp2p identity should survive a restart"
 
 
 def test_killed_peer_does_not_stall_the_swarm_and_rejoins_from_the_global_state(swarm):
     group, dirs, options = swarm
     victim = next(n for n in group.neurons if n.name == "miner2")
-    wait_until(lambda: max(epoch_digests(dirs["miner2"]), default=-1) >= 0, 180,
+    wait_until(lambda: current_run(dirs["miner2"], "epoch"), 180,
                "the restarted miner to finish an outer step", group)
-    survivor_epochs = len(records(dirs["miner1"], "epoch"))
+    at_kill = records(dirs["miner1"], "epoch")[-1]
     group.kill(victim)  # SIGKILL mid-round: no checkpoint, no goodbye
-    after_kill = wait_until(lambda: records(dirs["miner1"], "epoch")[survivor_epochs + 1:], 180,
-                            "the survivor to take two outer steps after the kill", group)
-    # The round the dead peer was part of ends for the survivor by --train.averaging_timeout
-    # (20 s, plus matchmaking_time to start), and it steps on with its own change.
-    first = records(dirs["miner1"], "epoch")[survivor_epochs]
-    assert first["rounds_alone"] > records(dirs["miner1"], "epoch")[survivor_epochs - 1]["rounds_alone"]
-    assert first["averaging_seconds"] < 20 + 2 + 10
-    swarm_epoch = after_kill[-1]["epoch"]
+
+    def stepped_on_alone():
+        """The survivor's first round that ended alone after the kill (the round the dead peer
+        was in, or, if that one had already averaged, the next), once a later epoch followed."""
+        after = records_after(dirs["miner1"], "epoch", at_kill)
+        alone = [r for r in after if r["rounds_alone"] > at_kill["rounds_alone"]]
+        return alone[0] if alone and after[-1]["epoch"] > alone[0]["epoch"] else None
+
+    first_alone = wait_until(stepped_on_alone, 180,
+                             "a round the survivor ended alone and an outer step after it", group)
+    # A round with the dead peer ends for the survivor by --train.averaging_timeout (20 s, plus
+    # matchmaking_time to start), and it steps on with its own change.
+    assert first_alone["averaging_seconds"] < 20 + 2 + 10
+    swarm_epoch = records(dirs["miner1"], "epoch")[-1]["epoch"]
     group.start("miner2", dirs["miner2"], neuron_args("miner", "miner2", options))
     wait_until(lambda: identical_epochs(dirs["miner2"], dirs["miner1"], skip=0, after=swarm_epoch),
                300, "the restarted peer to hold the swarm's parameters after an outer step",
                group)
+
+
+def tool(command, options, *flags):
+    """``hivetrain <command>`` against the swarm's chain, as an operator types it."""
+    return subprocess.run([sys.executable, "-m", "hivetrain", command, "--netuid", str(NETUID),
+                           "--subtensor.network", "embedded", "--chain.path",
+                           str(options.chain_path), "--dht.host_ip", "127.0.0.1", *flags],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_status_and_export_find_the_run_without_training_flags(swarm, tmp_path):
+    """The run_id comes from the chain and the recipe from the miners (issue 14): no flag of
+    FLAGS is repeated, and flags that make another run are named in a warning."""
+    group, dirs, options = swarm
+    run_id = json.loads((dirs["miner1"] / PEER_FILE).read_text())["run_id"]
+    started = time.monotonic()
+    plain = tool("status", options, "--json")
+    print(f"status took {time.monotonic() - started:.1f} s")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    facts = json.loads(plain.stdout)
+    assert facts["run_id"] == run_id and facts["run_id_from"].startswith("the chain")
+    assert facts["peers_online"] >= 2 and not facts["warnings"] and "warning" not in plain.stderr
+
+    wrong = tool("status", options, "--json", "--model.preset", "tiny", "--train.inner_steps", "21")
+    assert wrong.returncode == 0, wrong.stderr[-2000:]
+    assert json.loads(wrong.stdout)["run_id"] == run_id
+    assert f"but the swarm trains {run_id}" in wrong.stderr
+    assert "--model.preset --train.inner_steps" in wrong.stderr
+
+    out = tmp_path / "export"
+    done = tool("export", options, "--out", str(out), "--neuron.dir", str(tmp_path / "exporter"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"(run {run_id})" in done.stdout and "warning" not in done.stderr
+    assert (out / "config.json").exists()
 
 
 def test_corrupt_checkpoint_is_moved_aside_not_lost(tmp_path):

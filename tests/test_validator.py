@@ -6,6 +6,7 @@ every answer on its own copy of the swarm model and sets weights on the chain.
 """
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,17 +20,18 @@ from hivetrain.chain import Chain, create_dev_wallet, register_dev
 from hivetrain.localnet.processes import ProcessGroup
 from hivetrain.localnet.swarm import NETUID, SwarmOptions, neuron_args, prepare_chain
 from hivetrain.miner.neuron import PEER_FILE
-from polling import records, wait_until
+from helpers.flags import VALIDATOR_TEST_FLAGS
+from helpers.polling import records, wait_until
 
-FLAGS = ["--model.preset", "tiny", "--data.seq_len", "64", "--train.batch_size", "4",
-         "--train.inner_steps", "20", "--train.matchmaking_time", "2",
-         "--train.averaging_timeout", "20", "--train.log_every", "5", "--train.eval_batches", "1",
-         "--train.checkpoint_every", "0", "--train.lr", "1e-3", "--train.warmup_epochs", "0",
-         "--wandb.off"]
-VALIDATOR_FLAGS = ["--validator.interval", "4", "--validator.alpha", "0.5",
-                   "--validator.timeout", "8", "--validator.weights_every", "5"]
-ADVERSARY = str(Path(__file__).with_name("adversarial_miner.py"))
+FLAGS = VALIDATOR_TEST_FLAGS
+# Every round waits out the slow endpoint's timeout: it sets the round length (about 8 s).
+VALIDATOR_FLAGS = ["--validator.interval", "1", "--validator.alpha", "0.5",
+                   "--validator.timeout", "5", "--validator.weights_every", "5"]
+ADVERSARY = str(Path(__file__).parent / "helpers" / "adversarial_miner.py")
 CHEATERS = ("lie_loss", "wrong_grad", "other_model")
+# Rounds the honest miner is judged over: with >= 95 % required, 20 rounds allow one miss.
+# HIVETRAIN_TEST_ROUNDS=60 measures the rate over more (docs/validation.md).
+ROUNDS = int(os.environ.get("HIVETRAIN_TEST_ROUNDS", "20"))
 
 
 class Junk(BaseHTTPRequestHandler):
@@ -53,7 +55,7 @@ class Slow(Junk):
     """Holds every probe longer than the validator's timeout before answering."""
 
     def do_POST(self):
-        time.sleep(12)  # the behaviour under test: slower than --validator.timeout 8
+        time.sleep(7)  # the behaviour under test: slower than --validator.timeout 5
         super().do_POST()
 
 
@@ -106,23 +108,37 @@ def subnet(tmp_path_factory):
     slow.shutdown()
 
 
+def serving_rounds(validator_dir, miner_uids, count):
+    """The first ``count`` rounds from the first one at swarm epoch 2 or later in which every
+    miner in ``miner_uids`` answered; None until the validator has run that many."""
+    history = rounds(validator_dir)
+    for start, round_ in enumerate(history):
+        answered = {r["uid"] for r in round_["results"] if r["responded"]}
+        if round_["epoch"] >= 2 and set(miner_uids) <= answered:
+            serving = history[start:start + count]
+            return serving if len(serving) == count else None
+    return None
+
+
 def test_scores_follow_the_rule(subnet):
     """Cheaters always score 0.3 and absent miners 0.1; the honest miner scores 1.0.
 
-    The tiny test swarm steps every few seconds, so an honest answer can straddle an epoch
-    boundary (a failed averaging round, hivemind's catch-up relabelling) and score 0.3 once in a
-    while; docs/validation.md explains why. The honest miner must win at least 3 of 4 rounds.
+    The validator recomputes every answer at the epoch the miner reports, so an honest answer
+    fails only when the validator could not fetch that epoch in time; docs/validation.md gives
+    the measured rate. The honest miner must win at least 95 % of the rounds once all serve.
     """
     group, options, uids = subnet
     validator_dir = options.out_dir / "validator1"
-    history = wait_until(lambda: (lambda r: r if len(r) >= 6 and r[-6]["epoch"] >= 2 else None)(
-        rounds(validator_dir)), 500, "six validator rounds at epoch 2 or later", group)[-6:]
+    miners = [uids[m] for m in ("honest", *CHEATERS)]
+    history = wait_until(lambda: serving_rounds(validator_dir, miners, ROUNDS), 180 + 15 * ROUNDS,
+                         f"{ROUNDS} validator rounds once every miner serves", group)
     by_name = {name: [{r["uid"]: r for r in round_["results"]}[uid] for round_ in history]
                for name, uid in uids.items()}
-    print(json.dumps({name: [(r["score"], r["reason"]) for r in results]
+    print(json.dumps({name: [(r["epoch"], r["score"], r["reason"], r.get("param_digest"),
+                              r.get("reference_digest")) for r in results]
                       for name, results in by_name.items()}, indent=1))
     honest_wins = sum(r["score"] == 1.0 for r in by_name["honest"])
-    assert honest_wins >= 0.75 * len(history), by_name["honest"]
+    assert honest_wins >= 0.95 * len(history), by_name["honest"]
     for cheater in CHEATERS:
         assert all(r["score"] == 0.3 for r in by_name[cheater]), (cheater, by_name[cheater])
     for absent in ("down", "junk", "slow"):
@@ -146,7 +162,9 @@ def test_weights_on_chain_rank_the_honest_miner_first(subnet):
     finally:
         chain.close()
     assert row[uids["honest"]] > max(row[uids[c]] for c in CHEATERS)
-    assert min(row[uids[c]] for c in CHEATERS) > max(row[uids[a]] for a in ("down", "junk", "slow"))
+    # Absent miners have no verified contribution: weight 0, which the chain leaves out of the row.
+    assert min(row[uids[c]] for c in CHEATERS) > max(row.get(uids[a], 0.0)
+                                                     for a in ("down", "junk", "slow"))
 
 
 def test_status_json_lists_every_peer_and_score(subnet):

@@ -40,12 +40,22 @@ def _dev_chain_path(cfg: Config, command: str) -> str:
     return cfg.chain.path
 
 
-def _dev_wallet(cfg: Config):
-    """The named wallet, created password-less when missing (dev chains only)."""
+def _dev_wallet(cfg: Config, args: argparse.Namespace, command: str):
+    """The named wallet, created password-less when missing (dev chains only).
+
+    Only a wallet the operator named is created: left to the default, ``chain init`` made a
+    password-less ``default`` coldkey among the operator's real wallets without being asked.
+    """
     w = cfg.wallet
     try:
         return load_wallet(w.name, w.hotkey, w.path)
     except ChainError:
+        if "wallet.name" not in vars(args):
+            raise ConfigError(f"`hivetrain chain {command}` creates a password-less dev wallet "
+                              f"when the wallet is missing, and there is no wallet "
+                              f"{w.name!r} under {w.path}; name the one to create (or use) with "
+                              f"--wallet.name NAME, and keep dev keys apart with --wallet.path "
+                              f"DIR") from None
         wallet = create_dev_wallet(w.name, w.hotkey, w.path)
         print(f"created password-less dev wallet {w.name}/{w.hotkey} under {w.path} "
               f"(hotkey {wallet.hotkey.ss58_address})")
@@ -64,7 +74,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     params = SubnetParams(tempo=args.tempo, weights_rate_limit=args.weights_rate_limit,
                           max_uids=args.max_uids, immunity_period=args.immunity_period,
                           min_allowed_weights=args.min_allowed_weights)
-    chain, created = init_dev_chain(path, cfg.chain.block_time, cfg.netuid, _dev_wallet(cfg), params)
+    owner = _dev_wallet(cfg, args, "init")
+    chain, created = init_dev_chain(path, cfg.chain.block_time, cfg.netuid, owner, params)
     state = "created" if created else "already exists; hyperparameters unchanged"
     print(f"dev chain {chain.path} (block {chain.head()}, {chain.store.block_time}s blocks): "
           f"subnet {cfg.netuid} {state}")
@@ -74,7 +85,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_register(args: argparse.Namespace) -> int:
     cfg = _config(args)
     path = _dev_chain_path(cfg, "register")
-    wallet = _dev_wallet(cfg)
+    wallet = _dev_wallet(cfg, args, "register")
     uid = register_dev(path, cfg.netuid, wallet)
     print(f"{cfg.wallet.name}/{cfg.wallet.hotkey} ({wallet.hotkey.ss58_address}) is uid {uid} "
           f"on subnet {cfg.netuid}")
@@ -154,15 +165,15 @@ def add_chain_subcommands(subparsers) -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="Create the dev chain file and subnet (--wallet.* is the owner).")
     defaults = SubnetParams()
-    init.add_argument("--tempo", type=int, default=defaults.tempo, help="Blocks between epochs.")
+    init.add_argument("--tempo", type=int, default=defaults.tempo, help="Blocks between epochs (default: %(default)s)")
     init.add_argument("--weights-rate-limit", type=int, default=defaults.weights_rate_limit,
-                      help="Blocks a validator waits between weight updates.")
+                      help="Blocks a validator waits between weight updates (default: %(default)s)")
     init.add_argument("--max-uids", type=int, default=defaults.max_uids,
-                      help="Subnet size; registering beyond it prunes the lowest-incentive neuron.")
+                      help="Subnet size; registering beyond it prunes the lowest-incentive neuron (default: %(default)s)")
     init.add_argument("--immunity-period", type=int, default=defaults.immunity_period,
-                      help="Blocks a new neuron cannot be pruned.")
+                      help="Blocks a new neuron cannot be pruned (default: %(default)s)")
     init.add_argument("--min-allowed-weights", type=int, default=defaults.min_allowed_weights,
-                      help="Fewest non-zero weights a validator may set.")
+                      help="Fewest non-zero weights a validator may set (default: %(default)s)")
     init.set_defaults(handler=cmd_init)
 
     register = commands.add_parser("register", help="Register a wallet's hotkey on the dev chain "
@@ -170,7 +181,7 @@ def add_chain_subcommands(subparsers) -> argparse.ArgumentParser:
     register.set_defaults(handler=cmd_register)
 
     stake = commands.add_parser("stake", help="Add stake and set the validator permit on the dev chain.")
-    stake.add_argument("--amount", type=float, default=0.0, help="Stake to add, in subnet tokens.")
+    stake.add_argument("--amount", type=float, default=0.0, help="Stake to add, in subnet tokens (default: %(default)s)")
     stake.add_argument("--hotkey", help="Hotkey ss58 address (default: the --wallet.* hotkey).")
     stake.add_argument("--validator-permit", action=argparse.BooleanOptionalAction, default=None,
                        help="Grant or revoke the validator permit (default: leave as is).")

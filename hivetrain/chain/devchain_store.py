@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS extrinsics (
 
 
 def _init_hint(path: Path) -> str:
-    return f"create a fresh dev chain with `hivetrain chain init --chain.path {path}`"
+    return f"create a fresh dev chain with `hivetrain chain init --chain.path {path} --wallet.name owner`"
 
 
 class Store:

@@ -46,7 +46,7 @@ def _subtensor_factory(network: str, chain_endpoint: Optional[str],
     if network == "embedded":
         if not chain_path:
             raise ChainError("--subtensor.network embedded needs --chain.path (the dev chain file every "
-                             "local neuron shares); create one with `hivetrain chain init --chain.path FILE`")
+                             "local neuron shares); create one with `hivetrain chain init --chain.path FILE --wallet.name owner`")
         chain = DevChain.open(chain_path)
         return lambda: bt.Subtensor(EMBEDDED_ENDPOINT, substrate=chain), f"the dev chain {chain.path}"
     if network.startswith(("ws://", "wss://")):
@@ -236,16 +236,16 @@ class Chain:
             fields = DEFAULT_MAX_COMMITMENT_FIELDS
         return fields * dht_commitment.RAW_FIELD_BYTES
 
-    def commit_dht_addrs(self, addrs: Sequence) -> bool:
+    def commit_dht_addrs(self, addrs: Sequence, run_id: Optional[str] = None) -> bool:
         """Publish this neuron's DHT multiaddrs (strings, or hivemind ``Multiaddr`` objects as
-        ``dht.get_visible_maddrs()`` returns them) as its commitment on the subnet.
+        ``dht.get_visible_maddrs()`` returns them) and the run it trains as its commitment.
 
         Skips the extrinsic when the chain already holds the same text. Addresses beyond the
         commitment's size are dropped with a warning. True when the chain holds them.
         """
         addrs = [str(addr) for addr in addrs]
         try:
-            text, kept = dht_commitment.encode(addrs, self._commitment_capacity())
+            text, kept = dht_commitment.encode(addrs, self._commitment_capacity(), run_id)
         except ValueError as error:
             raise ChainError(f"cannot commit DHT addresses: {error}") from None
         if not kept:
@@ -277,6 +277,34 @@ class Chain:
             for addr in dht_commitment.decode(commitment.value):
                 addrs.setdefault(addr)
         return list(addrs)
+
+    def committed_run_ids(self) -> dict[str, str]:
+        """``hotkey -> run_id`` committed by the hotkeys registered on the netuid: which run
+        each neuron trains, for the tools that must find the swarm's run (status, export)."""
+        runs = {}
+        for hotkey, commitment in self._sub.subnets.commitments(self.netuid).items():
+            run_id = dht_commitment.decode_run_id(commitment.value)
+            if commitment.uid is not None and run_id is not None:
+                runs[hotkey] = run_id
+        return runs
+
+    def committed_peer_ids(self) -> set[str]:
+        """DHT peer ids committed by hotkeys registered on the netuid (this neuron's included):
+        the peers admitted to the swarm's averaging groups and progress accounting."""
+        return set().union(*self.committed_peer_ids_by_uid().values())
+
+    def committed_peer_ids_by_uid(self) -> dict[int, set[str]]:
+        """uid -> the DHT peer ids its hotkey committed, for registered hotkeys: how a validator
+        finds the miner behind a peer the swarm excluded."""
+        peers: dict[int, set[str]] = {}
+        for commitment in self._sub.subnets.commitments(self.netuid).values():
+            if commitment.uid is None:
+                continue
+            for addr in dht_commitment.decode(commitment.value):
+                _, _, peer = addr.rpartition("/p2p/")
+                if peer:
+                    peers.setdefault(commitment.uid, set()).add(peer)
+        return peers
 
     # Metagraph, blocks, weights ---------------------------------------------------------------
 

@@ -15,8 +15,10 @@ never straddle the split and every peer agrees on it.
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import itertools
+import json
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -31,17 +33,24 @@ from hivetrain.model.image_tokens import IMAGE_END, IMAGE_SLOT, IMAGE_START
 
 Item = tuple[np.ndarray, str]  # uint8 [3, H, W] image and its caption
 Batch = dict[str, torch.Tensor]
+# Assigned data per (miner, epoch) comes from one range of this many consecutive pairs: about
+# the ~200 blocks a text miner's epoch draws from (hivetrain.data.tokens.ASSIGNED_SHARDS), so
+# an epoch's 20 x 4 samples repeat some pairs and leave a mark on them. Not yet measured on
+# multimodal runs.
+ASSIGNED_PAIRS = 256
 
 
 class ImageCaptionData:
     """Training pairs and held-out pairs, turned into batches for a model with ``n_latents``.
 
     :param train_item, heldout_item: index -> (uint8 [3, S, S] image, caption).
+    :param digest: names the pairs (it enters the run_id); see :func:`named_digest`.
     :ivar vocab_size: number of token ids the tokenizer can produce.
     """
 
     def __init__(self, tokenizer, n_latents: int, train_item: Callable[[int], Item],
-                 n_train: int, heldout_item: Callable[[int], Item], n_heldout: int):
+                 n_train: int, heldout_item: Callable[[int], Item], n_heldout: int,
+                 digest: str):
         if n_train < 1 or n_heldout < 1:
             raise ValueError(f"need training and held-out pairs, got {n_train} and {n_heldout}; "
                              f"add data or change the held-out fraction")
@@ -49,6 +58,7 @@ class ImageCaptionData:
         self.vocab_size = len(tokenizer)
         self.train_item, self.n_train = train_item, n_train
         self.heldout_item, self.n_heldout = heldout_item, n_heldout
+        self.digest = digest
 
     def train_batches(self, identity: str, batch_size: int, seq_len: int) -> Iterator[Batch]:
         """Training batches forever, in an order fixed by ``identity`` (a new shuffle each pass)."""
@@ -58,6 +68,26 @@ class ImageCaptionData:
         while True:
             chosen = itertools.islice(order, batch_size)
             yield self.batch([self.train_item(int(i)) for i in chosen], seq_len)
+
+    def assigned_rows(self, run_id: str, hotkey: str, epoch: int, indices, seq_len: int) -> Batch:
+        """Pairs ``indices`` of miner ``hotkey``'s data for ``epoch``: drawn (with replacement,
+        one hash per sample) from :data:`ASSIGNED_PAIRS` consecutive pairs."""
+        indices = [int(i) for i in indices]
+        if not indices or min(indices) < 0:
+            raise ValueError(f"sample indices must be >= 0 and not empty, got {indices[:8]}")
+        shards = max(1, self.n_train // ASSIGNED_PAIRS)
+        shard = derive_seed("assigned-shard", run_id, hotkey, epoch) % shards
+        low, high = shard * self.n_train // shards, (shard + 1) * self.n_train // shards
+        picks = [low + derive_seed("assigned", run_id, hotkey, epoch, j) % (high - low)
+                 for j in indices]
+        return self.batch([self.train_item(i) for i in picks], seq_len)
+
+    def assigned_batches(self, run_id: str, hotkey: str, epoch: int, batch_size: int,
+                         seq_len: int) -> Iterator[Batch]:
+        """The assigned pairs of one epoch in order, ``batch_size`` at a time, forever."""
+        for start in itertools.count(0, batch_size):
+            yield self.assigned_rows(run_id, hotkey, epoch, range(start, start + batch_size),
+                                     seq_len)
 
     def heldout_batches(self, n_batches: int, batch_size: int, seq_len: int) -> list[Batch]:
         """``n_batches`` fixed evaluation batches spread evenly over the held-out pairs."""
@@ -92,6 +122,12 @@ class ImageCaptionData:
         return {"input_ids": input_ids, "labels": labels, "pixel_values": pixels}
 
 
+def named_digest(*facts) -> str:
+    """A digest of what names a set of pairs: images are decoded lazily, so hashing their bytes
+    at start-up would read the whole dataset; the generated shapes are fixed by their code."""
+    return hashlib.sha256(json.dumps(["captions", *facts], default=str).encode()).hexdigest()
+
+
 def shapes_data(tokenizer, n_latents: int, image_size: int = 32, n_train: int = 100_000,
                 n_heldout: int = 1_000) -> ImageCaptionData:
     """The embedded shapes set (rendered on demand, so its size costs no memory)."""
@@ -102,7 +138,7 @@ def shapes_data(tokenizer, n_latents: int, image_size: int = 32, n_train: int = 
         return get
 
     return ImageCaptionData(tokenizer, n_latents, item("train"), n_train, item("heldout"),
-                            n_heldout)
+                            n_heldout, named_digest("shapes", image_size, n_train, n_heldout))
 
 
 def load_image_caption_data(source: str, tokenizer, n_latents: int, image_size: int = 32,
@@ -133,7 +169,8 @@ def load_image_caption_data(source: str, tokenizer, n_latents: int, image_size: 
         return get
 
     return ImageCaptionData(tokenizer, n_latents, item(train), len(train), item(heldout),
-                            len(heldout))
+                            len(heldout), named_digest(source, image_column, caption_column,
+                                                       heldout_fraction, image_size, len(captions)))
 
 
 def _load_dataset(source: str, cache_dir: str | None):

@@ -5,7 +5,7 @@ Three sources, first match wins:
 * ``--data.files GLOB``: local .txt (one document per blank-line separated paragraph), .jsonl
   or .parquet files (one document per row, text in ``--data.text_column``), read with
   ``datasets``;
-* ``--data.dataset embedded`` (the default): the offline corpus of :mod:`hivetrain.data.corpus`;
+* ``--data.dataset embedded`` (the default): the corpus shipped in :mod:`hivetrain.data.corpus`;
 * any other ``--data.dataset``: a hub dataset, streamed (:mod:`hivetrain.data.stream`).
 
 Local and embedded data are tokenized once into flat uint16 arrays (uint32 for vocabularies over
@@ -52,7 +52,7 @@ def load_token_data(data_cfg: DataConfig, tokenizer) -> TokenData:
 
 
 def _embedded(data_cfg: DataConfig, tokenizer) -> ArrayTokenData:
-    corpus = load_corpus(data_cfg.cache_dir)
+    corpus = load_corpus()
     return _cached_arrays(data_cfg, tokenizer, ["embedded", corpus.digest],
                           lambda: corpus.documents)
 

@@ -9,7 +9,9 @@ the unshuffled stream, so every peer, validators included, builds the same pool.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 from typing import Iterator
 
@@ -35,6 +37,12 @@ class StreamTokenData(TokenData):
         self.heldout_fraction = heldout_fraction
         self._heldout_pool: np.ndarray | None = None
 
+    @property
+    def digest(self) -> str:
+        """A hub stream is only named, never read whole: its name, column and split stand in."""
+        named = json.dumps(["hub", self.name, self.text_column, self.heldout_fraction])
+        return hashlib.sha256(named.encode()).hexdigest()
+
     def _texts(self, shuffle_seed: int | None = None, epoch: int = 0) -> Iterator[str]:
         from datasets import load_dataset  # a second's import, only paid when streaming
 
@@ -52,15 +60,30 @@ class StreamTokenData(TokenData):
 
     def train_batches(self, identity: str, batch_size: int, seq_len: int) -> Iterator[torch.LongTensor]:
         seed = derive_seed("stream", identity) % 2**32
-        need = batch_size * seq_len
         buffer: list[int] = []
         for epoch in itertools.count():
             texts = (t for t in self._texts(seed, epoch) if not is_heldout(t, self.heldout_fraction))
-            for ids in encode_documents(self.tokenizer, texts, batch=64):
-                buffer.extend(ids)
-                while len(buffer) >= need:
-                    yield torch.tensor(buffer[:need], dtype=torch.long).view(batch_size, seq_len)
-                    del buffer[:need]
+            yield from _packed(encode_documents(self.tokenizer, texts, batch=64), batch_size,
+                               seq_len, buffer)
+
+    def assigned_batches(self, run_id: str, hotkey: str, epoch: int, batch_size: int,
+                         seq_len: int) -> Iterator[torch.LongTensor]:
+        """The stream shuffled by ``(run_id, hotkey, epoch)``: a fresh order each epoch."""
+        seed = derive_seed("assigned", run_id, hotkey, epoch) % 2**32
+        texts = (t for t in self._texts(seed) if not is_heldout(t, self.heldout_fraction))
+        return _packed(encode_documents(self.tokenizer, texts, batch=64), batch_size, seq_len)
+
+    def assigned_rows(self, run_id: str, hotkey: str, epoch: int, indices,
+                      seq_len: int) -> torch.LongTensor:
+        """A stream has no random access: read it once, row by row, up to the largest index."""
+        indices = [int(i) for i in indices]
+        if not indices or min(indices) < 0:
+            raise ValueError(f"sample indices must be >= 0 and not empty, got {indices[:8]}")
+        rows = itertools.islice(self.assigned_batches(run_id, hotkey, epoch, 1, seq_len),
+                                max(indices) + 1)
+        wanted = set(indices)
+        found = {j: row[0] for j, row in enumerate(rows) if j in wanted}
+        return torch.stack([found[j] for j in indices])
 
     def heldout_tokens(self) -> np.ndarray:
         if self._heldout_pool is None:
@@ -74,3 +97,15 @@ class StreamTokenData(TokenData):
                     break
             self._heldout_pool = np.asarray(pool[:HELDOUT_POOL_TOKENS], dtype=np.int64)
         return self._heldout_pool
+
+
+def _packed(documents, batch_size: int, seq_len: int, buffer: list[int] | None = None
+            ) -> Iterator[torch.LongTensor]:
+    """Token id lists packed into [batch_size, seq_len] batches; ``buffer`` carries the rest."""
+    buffer = [] if buffer is None else buffer
+    need = batch_size * seq_len
+    for ids in documents:
+        buffer.extend(ids)
+        while len(buffer) >= need:
+            yield torch.tensor(buffer[:need], dtype=torch.long).view(batch_size, seq_len)
+            del buffer[:need]

@@ -3,8 +3,7 @@
 A GPT-2-style byte-level BPE with 4096 ids, ``<|endoftext|>`` first, trained on the embedded
 corpus's training split only (held-out documents stay unseen). Training is deterministic: the
 same corpus gives a byte-identical ``tokenizer.json``, so anyone can check the committed files
-in ``assets/tokenizer`` against the corpus their Python build produces. The corpus depends on
-the Python version; the committed tokenizer was trained on CPython 3.11's.
+in ``assets/tokenizer`` against the shipped corpus (``assets/corpus``).
 """
 
 from __future__ import annotations
@@ -38,10 +37,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE) -> PreTr
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(SHIPPED), help="Output folder (default: %(default)s).")
-    parser.add_argument("--cache-dir", default=DataConfig.cache_dir,
-                        help="Corpus cache folder (default: %(default)s).")
     args = parser.parse_args(argv)
-    corpus = load_corpus(args.cache_dir)
+    corpus = load_corpus()
     train_docs, _ = corpus.split(DataConfig.heldout_fraction)
     tokenizer = train_tokenizer(train_docs)
     tokenizer.save_pretrained(args.out)

@@ -35,8 +35,9 @@ def add_swarm_command(commands) -> None:
     group.add_argument("--swarm.duration", dest="swarm_duration", type=float, default=240.0,
                        metavar="SECONDS", help="training time before the swarm stops (default: 240)")
     group.add_argument("--swarm.dir", dest="swarm_dir", default=None, metavar="DIR",
-                       help="output folder for run directories and the report "
-                            "(default: runs/swarm-<timestamp>)")
+                       help="parent folder of the runs: each run gets a new numbered folder in "
+                            "it (DIR/1, DIR/2, ...) for its chain, wallets, run directories and "
+                            "report (default: runs/swarm-<timestamp>)")
     add_config_arguments(swarm, FORWARDED_SECTIONS)
     swarm.set_defaults(handler=run_swarm_command)
 
@@ -56,6 +57,25 @@ def forwarded_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
+def new_run_dir(parent: Path) -> Path:
+    """``parent/<n>``, one more than the highest numbered run there, created empty.
+
+    Every run starts from nothing: a second run in the same folder reused the first one's chain
+    (stale DHT commitments) and peer.json files, so its neurons dialled dead addresses, each
+    started a swarm of its own, and the display and report mixed both runs. Earlier runs stay as
+    they were.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        runs = [int(p.name) for p in parent.iterdir() if p.is_dir() and p.name.isdigit()]
+        candidate = parent / str(max(runs, default=0) + 1)
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:  # another swarm took this number first
+            continue
+
+
 def run_swarm_command(args: argparse.Namespace) -> None:
     from hivetrain.config import ConfigError
     from hivetrain.localnet.processes import LaunchError
@@ -65,7 +85,8 @@ def run_swarm_command(args: argparse.Namespace) -> None:
     if args.swarm_miners < 1 or args.swarm_validators < 0 or args.swarm_duration <= 0:
         raise ConfigError("--swarm.miners and --swarm.duration must be positive, "
                           "--swarm.validators zero or more")
-    out_dir = Path(args.swarm_dir or f"runs/swarm-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir = (new_run_dir(Path(args.swarm_dir)) if args.swarm_dir else
+               Path(f"runs/swarm-{time.strftime('%Y%m%d-%H%M%S')}"))
     options = SwarmOptions(out_dir=out_dir, miners=args.swarm_miners,
                            validators=args.swarm_validators, duration=args.swarm_duration,
                            neuron_flags=LOCAL_TRAIN_FLAGS + forwarded_flags(args))

@@ -109,9 +109,16 @@ class ProcessGroup:
             self.neurons.remove(neuron)  # stopped on purpose: no longer watched
         return neuron.process.returncode
 
-    def kill(self, neuron: Neuron) -> None:
-        """SIGKILL ``neuron`` and its helpers at once, as a crash or power cut would."""
-        _signal_session(neuron.process.pid, signal.SIGKILL)
+    def kill(self, neuron: Neuron, helpers: bool = True) -> None:
+        """SIGKILL ``neuron`` and its helpers at once, as a crash or power cut would.
+
+        :param helpers: False kills the neuron's own process only, as the OOM killer does, and
+            leaves its helpers (p2pd, hivemind's processes) to die with it on their own.
+        """
+        if helpers:
+            _signal_session(neuron.process.pid, signal.SIGKILL)
+        else:
+            neuron.process.kill()
         neuron.process.wait()
         if neuron in self.neurons:
             self.neurons.remove(neuron)

@@ -25,13 +25,26 @@ def progress_line(name: str, records: list[dict]) -> str:
 
 
 def validator_line(name: str, records: list[dict]) -> str:
-    """The validator's last round: each uid's round score and moving average."""
+    """The validator's last round: each uid's round score and moving average, and the loss
+    gain its last checked update made on its assigned and on random data (proof of training)."""
     last = latest(records, "round")
     if last is None:
         return f"{name:<11} waiting for its first round..."
-    scores = "  ".join(f"uid{r['uid']} {r['score']:.1f} (ema {r['ema']:.2f})"
+    scores = "  ".join(f"uid{r['uid']} {_score(r['score'])} (ema {r['ema']:.2f}{_gains(r)})"
                        for r in last["results"])
     return f"{name:<11} epoch {last['epoch']:>4}  {scores}"
+
+
+def _score(score) -> str:
+    return "-" if score is None else f"{score:.1f}"
+
+
+def _gains(result: dict) -> str:
+    update = result.get("update") or {}
+    assigned, random = update.get("assigned_gain"), update.get("random_gain")
+    if assigned is None or random is None or math.isnan(assigned) or math.isnan(random):
+        return ""
+    return f", gain assigned {assigned:+.2f} random {random:+.2f}"
 
 
 def chain_incentive(options) -> dict[str, dict]:
@@ -76,11 +89,30 @@ def summarise(options, names: list[str], duration: float) -> dict:
         rounds = [r for r in read_metrics(options.out_dir / f"validator{i}") if r["kind"] == "round"]
         validators[f"validator{i}"] = {
             "rounds": len(rounds),
-            "last_round": {str(r["uid"]): {"score": r["score"], "ema": r["ema"], "reason": r["reason"]}
+            "last_round": {str(r["uid"]): {"score": r["score"], "ema": r["ema"], "reason": r["reason"],
+                                           "update": r.get("update")}
                            for r in (rounds[-1]["results"] if rounds else [])},
         }
     return {"duration_seconds": duration, "initial_loss_bound": math.log(vocab_size),
             "miners": miners, "validators": validators, "chain": chain_incentive(options)}
+
+
+def score_series(rounds: list[dict]) -> dict[int, dict[str, list]]:
+    """Per uid, the moving average and each round's own score against seconds since the first
+    round. The raw scores are plotted too: the EMA alone hid the rounds a miner scored 1.0.
+    Rounds without a score (the miner was not judged) are left out of the raw points."""
+    series: dict[int, dict[str, list]] = {}
+    for round_ in rounds:
+        at = round_["time"] - rounds[0]["time"]
+        for result in round_["results"]:
+            uid = series.setdefault(result["uid"], {"seconds": [], "ema": [], "round_seconds": [],
+                                                    "score": []})
+            uid["seconds"].append(at)
+            uid["ema"].append(result["ema"])
+            if result["score"] is not None:
+                uid["round_seconds"].append(at)
+                uid["score"].append(result["score"])
+    return series
 
 
 def write_report(options, names: list[str], summary: dict) -> tuple[Path, Path]:
@@ -108,14 +140,16 @@ def write_report(options, names: list[str], summary: dict) -> tuple[Path, Path]:
     uid_names = {v["uid"]: k for k, v in summary["chain"].items()}
     for i in range(1, options.validators + 1):
         rounds = [r for r in read_metrics(options.out_dir / f"validator{i}") if r["kind"] == "round"]
-        for uid in sorted({res["uid"] for r in rounds for res in r["results"]}):
-            series = [(r["time"] - rounds[0]["time"], res["ema"]) for r in rounds
-                      for res in r["results"] if res["uid"] == uid]
+        for index, (uid, series) in enumerate(sorted(score_series(rounds).items())):
             incentive = summary["chain"].get(uid_names.get(uid, ""), {}).get("incentive", 0.0)
-            score_ax.plot(*zip(*series), marker="o", markersize=3,
+            color = f"C{index}"
+            score_ax.plot(series["seconds"], series["ema"], color=color, marker="o", markersize=3,
                           label=f"uid{uid} {uid_names.get(uid, '')} (incentive {incentive:.2f})")
-    score_ax.set(xlabel="seconds since the first round", ylabel="score (moving average)",
-                 title="validator scores; chain incentive in the legend")
+            score_ax.scatter(series["round_seconds"], series["score"], color=color, marker="x",
+                             s=18, alpha=0.6)
+    score_ax.set(xlabel="seconds since the first round", ylabel="score",
+                 title="validator scores: moving average (lines), each round (x); "
+                       "chain incentive in the legend")
     score_ax.legend(fontsize=8)
     score_ax.grid(alpha=0.3)
     png, report = options.out_dir / "report.png", options.out_dir / "report.json"

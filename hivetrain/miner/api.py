@@ -11,7 +11,12 @@ a caller it has not identified:
    validator's quota by claiming its hotkey;
 4. ``authorize(hotkey)`` (403): the miner's policy, e.g. "registered with a validator permit and
    enough stake";
-5. schema validation (422) by FastAPI, so malformed JSON from strangers is never parsed.
+5. schema validation (422) by FastAPI, so malformed JSON from strangers is never parsed; the
+   error lists where and why, never the offending input (a NaN seed cannot be echoed as JSON).
+
+A connection must deliver each whole request (headers and body) within ``request_timeout_s`` of
+its start or of the previous response, or it is closed: slow-body and slow-header (slowloris)
+clients cannot hold connections open.
 
 Public routes (``GET /v1/status``, ``GET /openapi.json``) skip 2 and 4 and are rate-limited per
 client IP: status is what a dashboard shows anyway, and the schema is what a client needs before
@@ -21,7 +26,9 @@ training loop keeps the main thread.
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import functools
 import hashlib
 import logging
 import socket
@@ -30,21 +37,30 @@ import time
 from collections import defaultdict, deque
 from typing import Any, Callable, Optional
 
+import h11
 import uvicorn
-from hivetrain.chain.signing import http_auth, resolve_signer
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hivetrain import __version__
-from hivetrain.protocol import (MAX_PIXEL_BYTES, PROBE_PATH, STATUS_PATH, ProbeAnswer, ProbeRequest,
-                                ProbeResponse, StatusResponse, sign_answer)
+from hivetrain.chain.signing import http_auth, resolve_signer
+from hivetrain.protocol import (MAX_PIXEL_BYTES, PROBE_PATH, STATUS_PATH, UPDATE_HEADER,
+                                UPDATE_PATH, ProbeAnswer, ProbeRequest, ProbeResponse,
+                                StatusResponse, UpdateRequest, sign_answer, sign_update)
 
 logger = logging.getLogger(__name__)
 
 # A full-size text probe (8192 token ids and labels as JSON) is ~120 KiB; images add their base64.
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 + (MAX_PIXEL_BYTES + 2) // 3 * 4
-DEFAULT_RATE_LIMIT_PER_MINUTE = 30
+# A validator sends a probe and an update request per round; 60 allows a round every 2 s.
+DEFAULT_RATE_LIMIT_PER_MINUTE = 60
+UPDATE_CHUNK_BYTES = 1 << 20
+# A validator sends a whole probe (at most a few hundred KiB) in well under a second.
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+MAX_LISTED_ERRORS = 10
 PUBLIC_PATHS = frozenset({STATUS_PATH, "/openapi.json"})
 
 
@@ -90,6 +106,8 @@ class _Guard:
         if not declared.isdigit() or int(declared) > self.max_body_bytes:
             return await _reject(scope, receive, send, 413, "request body too large")
         body = await self._read_body(receive)
+        if body is _DISCONNECTED:  # the client left, or its connection ran out of time
+            return
         if body is None:
             return await _reject(scope, receive, send, 413, "request body too large")
         public = scope["path"] in PUBLIC_PATHS
@@ -120,18 +138,22 @@ class _Guard:
         await self.app(scope, _replay(body, receive), send)
 
     async def _read_body(self, receive) -> Optional[bytes]:
-        """The whole body, or None once it passes the limit (a lying Content-Length included)."""
+        """The whole body, None once it passes the limit (a lying Content-Length included), or
+        ``_DISCONNECTED``."""
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                break
+                return _DISCONNECTED
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_body_bytes:
                 return None
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+_DISCONNECTED = b"<disconnected>"  # compared by identity, never a body
 
 
 def _replay(body: bytes, receive):
@@ -149,6 +171,18 @@ async def _reject(scope, receive, send, status: int, detail: str, headers=None) 
     await response(scope, receive, send)
 
 
+async def _validation_failed(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field and why, without FastAPI's echo of the input.
+
+    The echo is what turned a NaN seed into a 500 (JSON cannot encode it); it also sent a
+    stranger's body back to them.
+    """
+    problems = [{"loc": [part if isinstance(part, int) else str(part) for part in e.get("loc", ())],
+                 "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                for e in error.errors()[:MAX_LISTED_ERRORS]]
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
 _GUARD_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, invalid, stale or replayed btauth/1 signature, or one made "
                          "for another receiver."},
@@ -160,6 +194,7 @@ _GUARD_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def create_app(keypair, *, authorize: Callable[[str], Optional[str]],
                probe: Callable[[ProbeRequest], dict], status: Callable[[], dict],
+               update: Optional[Callable[[int], Any]] = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE) -> FastAPI:
     """Build the miner's app.
@@ -172,6 +207,8 @@ def create_app(keypair, *, authorize: Callable[[str], Optional[str]],
         a time; it must read a consistent copy of the model (the miner probes the copy its
         trainer publishes at each epoch). A ``ValueError`` becomes a 422.
     :param status: returns ``epoch``, ``peer_id``, ``samples_per_second`` and ``device``.
+    :param update: ``epoch -> hivetrain.swarm.updates.Update`` (or None when this miner kept
+        none for that epoch: a 404), served at ``POST /v1/update``; no route when omitted.
     """
     signer = resolve_signer(keypair, role="hotkey")
     started = time.monotonic()
@@ -196,16 +233,93 @@ def create_app(keypair, *, authorize: Callable[[str], Optional[str]],
         # Serialised by pydantic, not Starlette's json.dumps, so a NaN loss is sent, not a 500.
         return Response(signed.model_dump_json(), media_type="application/json")
 
+    if update is not None:
+        @app.post(UPDATE_PATH, responses={**_GUARD_RESPONSES, 404: {
+            "description": "This miner kept no update for that epoch."}})
+        def get_update(body: UpdateRequest, request: Request) -> Response:
+            """The update sent for ``epoch``: float32 bytes, signed envelope in a header."""
+            kept = update(body.epoch)
+            if kept is None:
+                raise HTTPException(404, f"no update kept for epoch {body.epoch}")
+            state = request.state
+            envelope = sign_update(signer, epoch=kept.epoch, samples=kept.samples,
+                                   numel=sum(t.numel() for t in kept.tensors), digest=kept.digest,
+                                   caller_hotkey=state.caller, request_nonce=state.nonce,
+                                   request_sha256=state.body_sha256)
+            return StreamingResponse(_chunks(kept.tensors), media_type="application/octet-stream",
+                                     headers={UPDATE_HEADER: envelope.model_dump_json()})
+
     @app.get(STATUS_PATH, response_model=StatusResponse, responses={429: _GUARD_RESPONSES[429]})
     def get_status() -> StatusResponse:
         """Public, unauthenticated: version, epoch and throughput, as a dashboard shows them."""
         return StatusResponse(version=__version__, hotkey=signer.ss58_address,
                               uptime_s=time.monotonic() - started, **status())
 
+    app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_middleware(_Guard, hotkey=signer.ss58_address, authorize=authorize,
                        max_body_bytes=max_body_bytes,
                        limiter=RateLimiter(rate_limit_per_minute))
     return app
+
+
+class _DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus a deadline for each request to arrive in full.
+
+    uvicorn times out idle keep-alive connections only: a client that trickles headers or body
+    keeps its connection (and a slot of the miner's) forever. The deadline starts when the
+    connection opens and again after each response, stops once the whole request is in, and
+    closes the connection when it passes.
+    """
+
+    def __init__(self, *args, request_timeout_s: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request_timeout_s = request_timeout_s
+        self._deadline: Optional[asyncio.TimerHandle] = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._awaiting_request():
+            self._disarm()  # the request is in (or the connection is done): the app has it now
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self._awaiting_request():
+            self._arm()
+
+    def _awaiting_request(self) -> bool:
+        return self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.request_timeout_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            logger.debug("closing a connection from %s: no whole request within %.0f s",
+                         self.client, self.request_timeout_s)
+            self.transport.close()
+
+
+def _chunks(tensors):
+    """The tensors' float32 bytes in order, at most :data:`UPDATE_CHUNK_BYTES` per chunk."""
+    for tensor in tensors:
+        raw = tensor.detach().to("cpu").float().contiguous().numpy().tobytes()
+        for start in range(0, len(raw), UPDATE_CHUNK_BYTES):
+            yield raw[start:start + UPDATE_CHUNK_BYTES]
 
 
 class PortInUse(OSError):
@@ -221,12 +335,14 @@ class ApiServer:
     """
 
     def __init__(self, app, host: str = "0.0.0.0", port: int = 8091, *,
-                 graceful_shutdown_s: float = 5.0):
+                 graceful_shutdown_s: float = 5.0,
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S):
         self.host, self.requested_port = host, port
         # log_config=None: leave the host process's logging configuration alone.
         self.server = uvicorn.Server(uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=graceful_shutdown_s))
+            timeout_graceful_shutdown=graceful_shutdown_s,
+            http=functools.partial(_DeadlineH11Protocol, request_timeout_s=request_timeout_s)))
         self.port: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None

@@ -20,13 +20,16 @@ from hivetrain.config import Config
 from hivetrain.host import prepare_host
 from hivetrain.membership import join_swarm, open_chain
 from hivetrain.miner.api import ApiServer, create_app
+from hivetrain.miner.callers import CallerPolicy
 from hivetrain.miner.checkpoint import load_checkpoint
 from hivetrain.miner.service import MinerService
 from hivetrain.miner.trainer import Trainer
 from hivetrain.model.gpt2 import count_parameters
 from hivetrain.recipe import build_recipe
+from hivetrain.shutdown import end_process, release
 from hivetrain.swarm.dht import visible_maddrs
 from hivetrain.swarm.optimizer import make_optimizer
+from hivetrain.swarm_run import recipe_flags
 from hivetrain.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -56,21 +59,28 @@ def run_miner(cfg: Config) -> None:
                     checkpoint.samples)
     model.to(device)
 
-    member = join_swarm(cfg, chain, uid)
-    optimizer = make_optimizer(member.dht, recipe.run_id, model, cfg.train, device)
+    member = join_swarm(cfg, chain, uid, recipe.run_id)
+    optimizer = make_optimizer(member.dht, recipe.run_id, model, cfg.train, device,
+                               admitted=member.admitted())
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint.optimizer)
     catch_up_with_swarm(optimizer)
 
     telemetry = Telemetry(cfg, run_name=f"miner-uid{uid}-{chain.hotkey[:8]}", group=recipe.run_id)
-    trainer = Trainer(model, optimizer,
-                      data.train_batches(member.peer_id, cfg.train.batch_size, cfg.data.seq_len),
+    def assigned(epoch: int):
+        return data.assigned_batches(recipe.run_id, chain.hotkey, epoch, cfg.train.batch_size,
+                                     cfg.data.seq_len)
+
+    trainer = Trainer(model, optimizer, assigned,
                       data.heldout_batches(cfg.train.eval_batches, cfg.train.batch_size,
                                            cfg.data.seq_len),
-                      cfg.train, device, telemetry, run_dir, recipe.run_id)
-    service = MinerService(trainer, chain, member.peer_id, cfg.blacklist.min_stake)
-    api = ApiServer(create_app(chain.wallet, authorize=service.authorize, probe=service.probe,
-                               status=service.status), port=cfg.axon.port).start()
+                      cfg.train, device, telemetry, run_dir, recipe.run_id,
+                      on_epoch=lambda epoch: optimizer.admit(member.admitted()))
+    service = MinerService(trainer, member.peer_id, recipe.run_id, recipe_flags(cfg))
+    callers = CallerPolicy(chain, cfg.blacklist.min_stake)
+    api = ApiServer(create_app(chain.wallet, authorize=callers.authorize, probe=service.probe,
+                               status=service.status, update=service.update),
+                    port=cfg.axon.port).start()
     chain.serve(cfg.axon.external_ip or cfg.dht.announce_ip or "127.0.0.1", api.port)
     write_peer_file(run_dir, peer_id=member.peer_id, maddrs=visible_maddrs(member.dht),
                     run_id=recipe.run_id, uid=uid, hotkey=chain.hotkey, api_port=api.port,
@@ -86,18 +96,18 @@ def run_miner(cfg: Config) -> None:
     finally:
         telemetry.log("stop", epoch=optimizer.local_epoch, samples=trainer.state.samples)
         telemetry.close()
-        api.stop()
-        optimizer.shutdown()
-        member.dht.shutdown()
-        chain.close()
+        released = release([("the miner API", api.stop), ("the swarm optimizer", optimizer.shutdown),
+                            ("the DHT", member.dht.shutdown), ("the chain connection", chain.close)])
     logger.info("miner stopped at epoch %d after %d samples", optimizer.local_epoch,
                 trainer.state.samples)
+    if not released:
+        end_process(0)
 
 
 def catch_up_with_swarm(optimizer, wait: float = 10.0) -> None:
     """A peer that is behind the swarm loads the current state before its first step."""
-    optimizer.tracker.fetched_global_progress_this_epoch.wait(wait)
-    global_epoch = optimizer.tracker.global_epoch
+    optimizer.wait_for_swarm_progress(wait)
+    global_epoch = optimizer.swarm_epoch
     if global_epoch > optimizer.local_epoch:
         logger.info("swarm is at epoch %d, this peer at %d: loading state from peers",
                     global_epoch, optimizer.local_epoch)

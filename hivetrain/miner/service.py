@@ -1,4 +1,4 @@
-"""What the miner's API answers: probes on the live model, status, and who may ask.
+"""What the miner's API answers: probes on the live model, and status.
 
 The probe runs on the copy of the swarm-global parameters the trainer publishes at every epoch
 (never on the live model mid-step), so a validator that recomputes the same batch at the same
@@ -7,7 +7,6 @@ epoch gets the same loss and gradient, and a probe never waits for an averaging 
 
 from __future__ import annotations
 
-from hivetrain.chain import Chain
 from hivetrain.miner.trainer import Trainer
 from hivetrain.model.inputs import request_inputs
 from hivetrain.model.probe import param_digest, probe_loss_and_grad
@@ -15,13 +14,12 @@ from hivetrain.protocol import ProbeRequest
 
 
 class MinerService:
-    """The three callables :func:`hivetrain.miner.api.create_app` needs.
+    """The ``probe`` and ``status`` callables :func:`hivetrain.miner.api.create_app` needs
+    (``authorize`` is :class:`hivetrain.miner.callers.CallerPolicy`)."""
 
-    :param min_stake: TAO a caller's hotkey must have staked, besides a validator permit.
-    """
-
-    def __init__(self, trainer: Trainer, chain: Chain, peer_id: str, min_stake: float):
-        self.trainer, self.chain, self.peer_id, self.min_stake = trainer, chain, peer_id, min_stake
+    def __init__(self, trainer: Trainer, peer_id: str, run_id: str, recipe: dict):
+        """:param recipe: the flags that rebuild this miner's recipe (served in status)."""
+        self.trainer, self.peer_id, self.run_id, self.recipe = trainer, peer_id, run_id, recipe
 
     def probe(self, request: ProbeRequest) -> dict:
         trainer = self.trainer
@@ -32,25 +30,25 @@ class MinerService:
                       "epoch": trainer.published_epoch,
                       "param_digest": param_digest(trainer.published), "peer_id": self.peer_id,
                       "samples_since_last_probe": trainer.state.samples_since_probe}
+        latest = self.updates().latest() if self.updates() is not None else None
+        if latest is not None:
+            answer.update(update_epoch=latest.epoch, update_digest=latest.digest,
+                          update_samples=latest.samples)
         trainer.state.samples_since_probe = 0
         return answer
+
+    def updates(self):
+        """The optimizer's :class:`~hivetrain.swarm.updates.UpdateHistory` (DiLoCo keeps one;
+        sync mode averages gradients every step and has none)."""
+        return getattr(self.trainer.opt, "updates", None)
+
+    def update(self, epoch: int):
+        """The update this miner sent for ``epoch``, or None (served at ``/v1/update``)."""
+        history = self.updates()
+        return history.get(epoch) if history is not None else None
 
     def status(self) -> dict:
         state = self.trainer.state
         return {"epoch": self.trainer.opt.local_epoch, "peer_id": self.peer_id,
-                "samples_per_second": state.samples_per_second, "device": str(self.trainer.device)}
-
-    def authorize(self, hotkey: str) -> str | None:
-        """None when ``hotkey`` is a registered validator with enough stake, else why not."""
-        metagraph = self.chain.metagraph()
-        uid = metagraph.uid_of(hotkey)
-        if uid is None:
-            metagraph = self.chain.metagraph(refresh=True)  # maybe registered since the last sync
-            uid = metagraph.uid_of(hotkey)
-        if uid is None:
-            return f"hotkey {hotkey} is not registered on subnet {self.chain.netuid}"
-        if not metagraph.validator_permit[uid]:
-            return f"uid {uid} has no validator permit"
-        if metagraph.stake[uid] < self.min_stake:
-            return f"uid {uid} has {metagraph.stake[uid]:.2f} TAO staked, below {self.min_stake}"
-        return None
+                "samples_per_second": state.samples_per_second, "device": str(self.trainer.device),
+                "run_id": self.run_id, "recipe": self.recipe}

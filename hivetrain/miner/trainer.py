@@ -50,16 +50,20 @@ class TrainingState:
 class Trainer:
     """Runs the training loop until ``stop`` is set, the duration passes or max_epochs is hit.
 
-    :param batches: iterator of batches from this miner's own data shard: [batch, seq] token
-        tensors, or dicts of model inputs (:func:`hivetrain.model.inputs.model_inputs`).
+    :param batches: ``epoch -> iterator of batches``: the data this miner is assigned for that
+        epoch (:meth:`hivetrain.data.tokens.TokenData.assigned_batches`), [batch, seq] token
+        tensors or dicts of model inputs (:func:`hivetrain.model.inputs.model_inputs`). The loop
+        switches streams whenever the optimizer's epoch changes, because validators check each
+        epoch's update against the first batches of that epoch's stream.
     :param heldout: fixed held-out batches, never trained on, for the held-out loss.
+    :param on_epoch: called with each new epoch (the miner refreshes the swarm's admitted peers).
     """
 
     def __init__(self, model, optimizer, batches, heldout, train: TrainConfig, device: torch.device,
-                 telemetry: Telemetry, run_dir, run_id: str):
+                 telemetry: Telemetry, run_dir, run_id: str, on_epoch=lambda epoch: None):
         self.model, self.opt, self.batches, self.heldout = model, optimizer, batches, heldout
         self.train, self.device, self.telemetry = train, device, telemetry
-        self.run_dir, self.run_id = run_dir, run_id
+        self.run_dir, self.run_id, self.on_epoch = run_dir, run_id, on_epoch
         self.state = TrainingState()
         self.stop = threading.Event()
         self._small_model = sum(p.numel() for p in model.parameters()) <= DIGEST_MAX_PARAMS
@@ -85,14 +89,25 @@ class Trainer:
         return contextlib.nullcontext()
 
     def run(self) -> None:
+        """Train until stopped, then checkpoint: the checkpoint comes first and is written even
+        when the loop fails, since it is what a restart (an auto-update, a pm2 stop) resumes from."""
+        window_losses: list[float] = []
+        try:
+            self._loop(window_losses)
+        finally:
+            self.save()
+        self.report(window_losses, self.state.samples_per_second)
+
+    def _loop(self, window_losses: list[float]) -> None:
         train = self.train
         deadline = time.monotonic() + train.duration if train.duration else math.inf
         last_epoch = self.opt.local_epoch
-        window_start, window_samples, window_losses = time.monotonic(), 0, []
+        batches = self.batches(last_epoch)
+        window_start, window_samples = time.monotonic(), 0
         self.model.train()
         self.report(window_losses, 0.0)
         while not self.stop.is_set() and time.monotonic() < deadline:
-            inputs = model_inputs(next(self.batches), self.device)
+            inputs = model_inputs(next(batches), self.device)
             with self.autocast():
                 loss = self.model(**inputs).loss
             loss.backward()
@@ -106,23 +121,24 @@ class Trainer:
             self.state.samples_since_probe += rows(inputs)
             if self.opt.local_epoch != last_epoch:
                 last_epoch = self.opt.local_epoch
+                batches = self.batches(last_epoch)
                 self.on_new_epoch(last_epoch, step_seconds)
                 if train.max_epochs and last_epoch >= train.max_epochs:
                     break
             elapsed = time.monotonic() - window_start
             if elapsed >= train.log_every:
                 self.report(window_losses, window_samples / elapsed)
-                window_start, window_samples, window_losses = time.monotonic(), 0, []
-        self.report(window_losses, self.state.samples_per_second)
-        self.save()
+                window_start, window_samples = time.monotonic(), 0
+                window_losses.clear()
 
     def on_new_epoch(self, epoch: int, averaging_seconds: float) -> None:
         """:param averaging_seconds: how long the step that ended the epoch took (averaging)."""
         self.publish(epoch)
+        self.on_epoch(epoch)
         with self.published_lock:
             digest = param_digest(self.published) if self._small_model else None
             sketch = param_sketch(self.published) if self._small_model else None
-        peers = self.opt.tracker.global_progress.num_peers
+        peers = self.opt.swarm_peers
         facts = self.opt.averaging_facts()
         self.telemetry.log("epoch", epoch=epoch, digest=digest, sketch=sketch, peers=peers,
                            samples=self.state.samples, averaging_seconds=averaging_seconds,
@@ -148,7 +164,7 @@ class Trainer:
         state.last_loss = sum(losses) / len(losses) if losses else state.last_loss
         state.samples_per_second = samples_per_second
         state.heldout_loss = self.heldout_loss()
-        peers = self.opt.tracker.global_progress.num_peers
+        peers = self.opt.swarm_peers
         self.telemetry.log("train", loss=state.last_loss, heldout_loss=state.heldout_loss,
                            samples_per_second=samples_per_second, epoch=self.opt.local_epoch,
                            peers=peers, samples=state.samples)

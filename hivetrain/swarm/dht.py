@@ -16,6 +16,8 @@ from typing import Sequence
 
 import hivemind
 
+from hivetrain import lifeline
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,6 +49,7 @@ def start_dht(host_ip: str, port: int, announce_ip: str | None, initial_peers: S
         survives restarts; None makes a fresh ID each start (clients, tests).
     :param client_mode: a peer that dials out only (validators behind NAT, status queries).
     """
+    lifeline.install()  # before hivemind forks its first helper: they die with this process
     if identity_path is not None:
         identity_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + bootstrap_timeout

@@ -29,20 +29,23 @@ import time
 from concurrent.futures import InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import hivemind
 import torch
-from hivemind.averaging import DecentralizedAverager
 from hivemind.averaging.control import StepControl
 from hivemind.compression import (CompressionInfo, NoCompression, RoleAdaptiveCompression,
-                                  TensorRole)
-from hivemind.optim.progress_tracker import ProgressTracker
+                                  TensorRole, deserialize_torch_tensor)
 from hivemind.utils.crypto import RSAPrivateKey
 from hivemind.utils.timed_storage import get_dht_time
 
 from hivetrain.config import TrainConfig
+from hivetrain.swarm.averager import SwarmAverager
+from hivetrain.swarm.state_check import SKETCH_SIZE, SketchBoard, finite, sketch
+from hivetrain.swarm.tracker import SwarmProgressTracker
 from hivetrain.swarm.traffic import ByteCounter, CountingCompression
+from hivetrain.swarm.updates import UpdateHistory
+from hivetrain.swarm.view import SwarmView
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ logger = logging.getLogger(__name__)
 # chunk's norm. Float rounding and fp16 compression of the averaged change move norms by ~1e-6 per
 # round; when that drift adds up past the tolerance, the minority simply reloads the state.
 AGREEMENT_RTOL = 1e-4
-SKETCH_SIZE = 64
+# A state download tries at most this many peers before giving up until the next attempt.
+MAX_STATE_SOURCES = 4
 # Group keys carry the round's epoch in this many bits, so rounds of different epochs never mix.
 EPOCH_BITS = 16
 # Each progress report is a signed DHT store that both peers' DHT and p2pd processes handle; one
@@ -85,18 +89,7 @@ class SwarmMovedOn(Exception):
     """The swarm completed the round this peer was waiting to average."""
 
 
-class _GlobalStateAverager(DecentralizedAverager):
-    """All-reduces pseudo-gradients; serves the owner's global state to peers that load it."""
-
-    def __init__(self, get_state: Callable, *args, **kwargs):
-        self._get_state = get_state
-        super().__init__(*args, **kwargs)
-
-    def get_current_state(self):
-        return self._get_state()
-
-
-class DiLoCoOptimizer:
+class DiLoCoOptimizer(SwarmView):
     """Drop-in for the miner's ``hivemind.Optimizer``: call :meth:`step` after every backward.
 
     :param params: the trainable parameters (frozen ones are neither stepped nor averaged).
@@ -107,11 +100,15 @@ class DiLoCoOptimizer:
     :param compression: hivemind compression for the averaged pseudo-gradients.
     :param state_compression: compression for the outer momentum sent to joining peers (the
         global parameters are always sent exactly).
+    :param admitted: DHT peer ids allowed to average with this peer and to count in the swarm's
+        progress (chain-committed identities of registered hotkeys, kept current with
+        :meth:`admit`); None admits everyone (a private swarm, tests).
     """
 
     def __init__(self, dht: hivemind.DHT, run_id: str, params: Sequence[torch.nn.Parameter],
                  train: TrainConfig, inner_optimizer: Callable, *, inner_schedule: Callable,
-                 compression, state_compression, observer: bool = False):
+                 compression, state_compression, observer: bool = False,
+                 admitted: Iterable[str] | None = None):
         self.params = list(params)
         self.train, self.observer = train, observer
         self.inner_steps, self.overlap = train.inner_steps, train.overlap
@@ -132,10 +129,13 @@ class DiLoCoOptimizer:
         self._last_report = -float("inf")
         self._agrees_with_swarm = True
         self.bytes_sent = ByteCounter()
-        self.rounds_ended = self.rounds_averaged = self.rounds_alone = 0
+        self.rounds_ended = self.rounds_averaged = self.rounds_alone = self.rounds_skipped = 0
+        self.last_group: list[str] = []  # the peers of the last all-reduce this peer took part in
         self._pseudo_grads = [torch.zeros_like(g) for g in self.global_params]
-        self.averager = _GlobalStateAverager(
-            self._current_state, averaged_tensors=self._pseudo_grads, dht=dht,
+        self._compression = compression
+        self.updates = UpdateHistory()  # what this peer contributed, for validators to check
+        self.averager = SwarmAverager(
+            self._current_state, averaged_tensors=self._pseudo_grads, dht=dht, admitted=admitted,
             prefix=f"{run_id}_diloco", start=True, min_matchmaking_time=train.matchmaking_time,
             # hivemind warns that requests slower than matchmaking can deadlock it.
             request_timeout=min(3.0, train.matchmaking_time / 2),
@@ -144,12 +144,21 @@ class DiLoCoOptimizer:
             state_compression=RoleAdaptiveCompression(parameter=NoCompression(),
                                                       default=state_compression),
             allow_state_sharing=not observer,
-            client_mode=dht.client_mode, next_chunk_timeout=train.averaging_timeout)
+            client_mode=dht.client_mode, next_chunk_timeout=train.averaging_timeout,
+            # hivemind's default (None) lets an all-reduce whose step the host cancelled run on,
+            # holding the averaged tensors: measured on a loaded machine, five of seven miners
+            # then waited in get_tensors() for minutes and the swarm stopped at one epoch.
+            allreduce_timeout=train.averaging_timeout)
         # Its own signing key, not hivemind's process-wide one: progress records are keyed by the
         # signer, so two optimizers in one process would otherwise overwrite each other's.
-        self.tracker = ProgressTracker(dht, prefix=run_id, start=True, client_mode=observer,
-                                       target_batch_size=train.inner_steps * train.batch_size,
-                                       private_key=RSAPrivateKey())
+        # One signing key for this peer's progress records and sketches: the DHT keeps the first
+        # RSA signature validator it is given, and records are keyed by the signer, so two
+        # optimizers in one process (tests) must not share hivemind's process-wide key.
+        signing_key = RSAPrivateKey()
+        self.tracker = SwarmProgressTracker(
+            dht, prefix=run_id, start=True, client_mode=observer, admitted=admitted,
+            target_batch_size=train.inner_steps * train.batch_size, private_key=signing_key)
+        self.sketches = SketchBoard(dht, run_id, self.tracker.counts, signing_key)
         self._apply_schedule()
 
     # ---- the training step -------------------------------------------------------------------
@@ -233,6 +242,9 @@ class DiLoCoOptimizer:
             change = [start - theta for start, theta in zip(self._round_start, local)]
         samples, self.inner_step = self.inner_step * self.train.batch_size, 0
         self.rounds_ended += 1
+        self.last_group = []
+        if not self.observer:
+            self.updates.record(self.local_epoch, self._as_sent(change), samples)
         try:
             self._end_round(change, samples)
         except SwarmMovedOn:
@@ -243,7 +255,7 @@ class DiLoCoOptimizer:
     def _end_round(self, change: list[torch.Tensor], samples: int) -> None:
         if not self.overlap:
             round_ = self._average(change, samples)
-            self._advance(self._finish(round_) if round_ else change)
+            self._advance(self._finish(round_) if round_ else change if finite(change) else None)
             self._move_local(self.global_params)
         else:
             previous = self._finish(self._pending) if self._pending is not None else None
@@ -253,7 +265,7 @@ class DiLoCoOptimizer:
             if round_ is None:  # alone in the swarm: nothing to overlap with
                 if previous is not None:
                     self._outer_step(previous)
-                self._advance(change)
+                self._advance(change if finite(change) else None)
                 self._move_local(self.global_params)
             else:  # keep this round's progress on top of the new global state
                 with self._lock:
@@ -278,35 +290,63 @@ class DiLoCoOptimizer:
             self.rounds_alone += 1
             return None
         control, sketch = scheduled
-        with self._lock, self.averager.get_tensors() as buffers:
+        # Not under self._lock: the averager process holds its tensors for a whole all-reduce, and
+        # one it still runs for an abandoned round would stall every state download from this
+        # peer meanwhile (the lock guards G, which this copy does not touch, and no finished
+        # pending round is served from these buffers once _end_round has taken it).
+        with self.averager.get_tensors() as buffers:
             for buffer, tensor in zip(buffers, change):
                 buffer.copy_(tensor)
         control.weight = float(samples)
         control.allow_allreduce()
         return _Round(control, change, sketch)
 
-    def _finish(self, round_: _Round) -> list[torch.Tensor]:
-        """The averaged change of ``round_``, or this peer's own change when the round failed."""
+    def _finish(self, round_: _Round) -> list[torch.Tensor] | None:
+        """The averaged change of ``round_``; this peer's own change when the round failed; None
+        (skip the outer step) when what came back cannot be trusted."""
         if round_.averaged is not None:  # downloaded with the global state
             return round_.averaged
         try:
             # An overlapped round is already in the past: the swarm moving on says nothing.
-            gathered = self._wait(round_.control, may_abandon=not self.overlap)
+            result = self._wait(round_.control, may_abandon=not self.overlap)
         except SwarmMovedOn:
             raise
         except Exception as error:
             _cancel(round_.control)
-            gathered = None
+            result = None
             logger.warning("averaging round failed (%r); applying this peer's own change", error)
+        gathered = result["gathered"] if result else None
         if not gathered:
             self.rounds_alone += 1
-            return round_.change
+            return round_.change if finite(round_.change) else None
+        self.last_group = sorted(str(peer) for peer in gathered)
+        self._judge(result["verdicts"])
         with self.averager.get_tensors() as buffers:
             averaged = [buffer.clone() for buffer in buffers]
+        if result["verdicts"].get("bad_reducers") or not finite(averaged):
+            self.rounds_skipped += 1
+            logger.warning("epoch %d: refused the averages reduced by %s; skipping this outer step",
+                           self.local_epoch, ", ".join(result["verdicts"].get("bad_reducers", []))
+                           or "a peer (non-finite result)")
+            return None
         self.rounds_averaged += 1
         self._check_agreement(gathered, round_.sketch)
         logger.info("averaged the parameter change with %d peers", len(gathered))
         return averaged
+
+    def _judge(self, verdicts: dict) -> None:
+        """Log what the robust reduction found; ban the offenders here too (the averager process
+        already did) so that the swarm's progress stops counting them."""
+        for peer, reasons in verdicts.get("notes", {}).items():
+            logger.info("epoch %d: bounded %s's contribution (%s)", self.local_epoch, peer,
+                        "; ".join(reasons))
+        offenders = verdicts.get("offenders", {})
+        for peer, reasons in offenders.items():
+            logger.warning("epoch %d: excluding peer %s from the next groups: %s",
+                           self.local_epoch, peer, "; ".join(reasons))
+        if offenders:
+            self.averager.ban(offenders)
+            self.tracker.exclude(offenders)
 
     def _wait(self, control: StepControl, may_abandon: bool):
         """The round's gathered data; gives up early (``may_abandon``) when the swarm finished the
@@ -341,12 +381,39 @@ class DiLoCoOptimizer:
             self._share_state_priority()
 
     def _after_epoch(self) -> None:
-        """Tell the tracker; a peer whose global parameters disagreed with its group reloads."""
+        """Tell the tracker and publish the new ``G``'s sketch; a peer whose global parameters
+        disagreed with its group reloads."""
         with self.tracker.pause_updates():
             self.tracker.update_epoch(self.local_epoch)
+        if self._agrees_with_swarm:
+            self.sketches.publish(self.local_epoch, self._sketch(), self.averager.banned_peers())
+        self._adopt_swarm_exclusions()
         if not self._agrees_with_swarm:
             logger.warning("this peer's global parameters differ from its group's: reloading them")
-            self.load_state_from_peers()
+            self.load_state_from_peers(behind_allowed=1)
+
+    def _adopt_swarm_exclusions(self) -> None:
+        """Ban here too the peers a majority of the swarm's reducers banned (their records of
+        this epoch and the one before, which every peer has published by now).
+
+        A peer bans a sender only for what it saw in the parts it reduced; one that was not in
+        the sender's group, or in a group of two (where a flipped sign cannot be told from an
+        honest disagreement), would otherwise let the sender into its next group. The majority
+        rule keeps one accuser, or a colluding minority, from excluding an honest peer."""
+        if self.observer:
+            return
+        banned = set(self.averager.banned_peers())
+        found: dict[str, str] = {}
+        for epoch in (self.local_epoch - 1, self.local_epoch):
+            found.update(self.sketches.excluded(epoch))
+        new = {peer: why for peer, why in found.items()
+               if peer not in banned and peer != str(self.averager.peer_id)}
+        for peer, why in new.items():
+            logger.warning("epoch %d: excluding peer %s from the next groups, as the swarm did (%s)",
+                           self.local_epoch, peer, why)
+        if new:
+            self.averager.ban(new)
+            self.tracker.exclude(new)
 
     def _move_local(self, values: list[torch.Tensor]) -> None:
         """Set the live (trainable) parameters to ``values`` and start the next round there."""
@@ -355,11 +422,19 @@ class DiLoCoOptimizer:
                 param.copy_(value.to(param.device, param.dtype))
         self._round_start = [value.detach().clone() for value in values]
 
+    def _as_sent(self, change: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``change`` as the other peers receive it: after the averaging compression's round trip."""
+        sent = []
+        for index, tensor in enumerate(change):
+            info = CompressionInfo.from_tensor(tensor, key=index, role=TensorRole.GRADIENT)
+            sent.append(deserialize_torch_tensor(
+                self._compression.compress(tensor, info, allow_inplace=False)))
+        return sent
+
     # ---- agreement and the global state ------------------------------------------------------
 
     def _sketch(self) -> list[float]:
-        flat = torch.cat([g.reshape(-1) for g in self.global_params]).double()
-        return [chunk.norm().item() for chunk in flat.tensor_split(SKETCH_SIZE)]
+        return sketch(self.global_params)
 
     def _check_agreement(self, gathered: dict, own_sketch: list[float]) -> None:
         """Mark this peer as diverged when its group's reference holds other global parameters.
@@ -418,7 +493,7 @@ class DiLoCoOptimizer:
             return [t.clone() for t in round_.averaged]
         control = round_.control
         if not control.done() or control.cancelled() or control.exception() is not None \
-                or not control.result():
+                or not control.result()["gathered"] or control.result()["verdicts"].get("bad_reducers"):
             return None
         with self.averager.get_tensors() as buffers:
             return [buffer.clone() for buffer in buffers]
@@ -432,20 +507,79 @@ class DiLoCoOptimizer:
                 _cancel(self._scheduled[0])
             self._pending = self._scheduled = None
 
-    def load_state_from_peers(self) -> bool:
-        """Download the swarm's global state and restart the local round from it."""
+    def load_state_from_peers(self, behind_allowed: int = 0) -> bool:
+        """Download the swarm's global state, verified, and restart the local round from it.
+
+        Each candidate must be finite, of the right shape, and match the sketch a quorum of
+        admitted peers published for its epoch (:mod:`hivetrain.swarm.state_check`). A peer that
+        sends what no honest peer holds (non-finite values, another shape, an epoch ahead of the
+        quorum's) is banned; one whose state is only older, or not the quorum's (an honest peer
+        can drift too), is skipped. Banning those isolated an honest peer: measured, a miner one
+        epoch ahead of its group banned both honest peers for "behind" states and trained alone.
+
+        :param behind_allowed: epochs the state may be behind this peer's: 1 when this peer's
+            ``G`` differs from its group's, whose consensus may carry the epoch before.
+        """
         self._cancel_rounds()
-        loaded = self.averager.load_state_from_peers(timeout=self.load_state_timeout)
-        if loaded is None:
-            logger.warning("no peer could send the global state; continuing from our own")
-            return False
-        metadata, tensors = loaded
+        skip: set[str] = set()
+        prefer = self._majority_holders()
+        for _ in range(MAX_STATE_SOURCES):
+            loaded = self.averager.download_state(timeout=self.load_state_timeout, skip=skip,
+                                                  prefer=prefer)
+            if loaded is None:
+                break
+            peer, metadata, tensors = loaded
+            problem, offence = self._state_problem(metadata, tensors, behind_allowed)
+            if problem is None:
+                self._apply_state(metadata, tensors)
+                logger.info("loaded the global state of epoch %d from %s", self.local_epoch, peer)
+                if not self.observer:  # it holds that state now: one more vote for the next joiner
+                    self.sketches.publish(self.local_epoch, self._sketch(),
+                                          self.averager.banned_peers())
+                return True
+            logger.warning("rejected the global state from %s: %s; %sasking another peer", peer,
+                           problem, "banning it, " if offence else "")
+            skip.add(peer)
+            if offence:
+                self.averager.ban([peer])
+                self.tracker.exclude([peer])
+        logger.warning("no peer could send a verified global state; continuing from our own")
+        return False
+
+    def _majority_holders(self) -> set[str]:
+        """The peers holding the best-supported ``G`` of the newest epoch that has one (the
+        swarm's, or the one before while its sketches are still being stored)."""
+        trainers = self._training_peers() - (not self.observer)
+        newest = max(self.swarm_epoch, self.local_epoch)
+        for epoch in (newest, newest - 1):
+            holders = self.sketches.holders(epoch, trainers)
+            if holders:
+                return holders
+        return set()
+
+    def _state_problem(self, metadata, tensors,
+                       behind_allowed: int = 0) -> tuple[str | None, bool]:
+        """Why a downloaded state must not be used (None if it may), and whether sending it is
+        an offence no honest peer commits."""
         n = len(self.global_params)
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("epoch"), int):
+            return "no epoch in its metadata", True
         parts = 1 + bool(metadata.get("has_momentum")) + bool(metadata.get("has_pending"))
         if len(tensors) != parts * n or any(t.shape != g.shape
                                             for t, g in zip(tensors, self.global_params * parts)):
-            logger.warning("a peer sent a global state of another shape; ignoring it")
-            return False
+            return "tensors of another shape", True
+        if not finite(tensors):
+            return "non-finite values", True
+        if metadata["epoch"] > max(self.swarm_epoch, self.local_epoch) + 1:
+            return (f"epoch {metadata['epoch']} is ahead of the swarm's {self.swarm_epoch}, which "
+                    f"a quorum of peers reports"), True
+        if metadata["epoch"] < self.local_epoch - behind_allowed:
+            return f"epoch {metadata['epoch']} is behind this peer's {self.local_epoch}", False
+        trainers = self._training_peers() - (not self.observer)
+        return self.sketches.judge(metadata["epoch"], sketch(tensors[:n]), trainers), False
+
+    def _apply_state(self, metadata: dict, tensors: list[torch.Tensor]) -> None:
+        n = len(self.global_params)
         with self._lock, torch.no_grad():
             for g, t in zip(self.global_params, tensors[:n]):
                 g.copy_(t)
@@ -463,8 +597,6 @@ class DiLoCoOptimizer:
         self._apply_schedule()
         with self.tracker.pause_updates():
             self.tracker.update_epoch(self.local_epoch)
-        logger.info("loaded the global state of epoch %d", self.local_epoch)
-        return True
 
     # ---- the miner-facing interface shared with sync mode ------------------------------------
 
@@ -473,9 +605,24 @@ class DiLoCoOptimizer:
         return self.global_params
 
     def averaging_facts(self) -> dict:
-        """Counters for the epoch log: bytes sent, rounds averaged with peers and alone."""
+        """Counters for the epoch log: bytes sent, rounds averaged with peers, alone and skipped
+        (a reducer's average refused), and the peers this one has banned."""
         return {"bytes_sent": self.bytes_sent.total, "rounds_averaged": self.rounds_averaged,
-                "rounds_alone": self.rounds_alone}
+                "rounds_alone": self.rounds_alone, "rounds_skipped": self.rounds_skipped,
+                "group": self.last_group, "banned": self.averager.banned_peers()}
+
+    def excluded_peers(self, epoch: int) -> dict[str, str]:
+        """Peer id -> why, for the peers a majority of the swarm's reducers banned by ``epoch``
+        (what validators score, :func:`hivetrain.swarm.state_check.excluded_by_majority`)."""
+        return self.sketches.excluded(epoch)
+
+    def admit(self, peer_ids: Iterable[str] | None) -> None:
+        """Replace the set of peers allowed to average with this one and to count in progress
+        (None: keep the current set, e.g. after a failed chain read)."""
+        if peer_ids is None:
+            return
+        self.averager.set_admitted(peer_ids)
+        self.tracker.admit(peer_ids)
 
     def load_global_state(self) -> None:
         self.load_state_from_peers()

@@ -1,7 +1,8 @@
 """The swarm optimizer of each training mode: DiLoCo (default) or hivemind's gradient averaging.
 
 :func:`make_optimizer` builds either; the trainer, the miner's catch-up and the validator use only
-what both offer: ``step``, ``zero_grad``, ``local_epoch``, ``tracker``, ``global_parameters``,
+what both offer: ``step``, ``zero_grad``, ``local_epoch``, the :class:`~hivetrain.swarm.view.SwarmView`
+members, ``global_parameters``,
 ``load_state_from_peers``, ``load_global_state``, ``state_dict`` and ``averaging_facts``.
 
 In sync mode every peer accumulates gradients until the swarm as a whole has processed
@@ -23,6 +24,7 @@ from hivemind.compression import (Float16Compression, NoCompression, RoleAdaptiv
 from hivetrain.config import TrainConfig
 from hivetrain.swarm.diloco import DiLoCoOptimizer
 from hivetrain.swarm.traffic import ByteCounter, CountingCompression
+from hivetrain.swarm.view import SwarmView
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def inner_step_schedule(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / (warmup_steps + 1))
 
 
-class SyncOptimizer(hivemind.Optimizer):
+class SyncOptimizer(hivemind.Optimizer, SwarmView):
     """hivemind.Optimizer plus the interface the trainer and validator share with DiLoCo."""
 
     def __init__(self, *args, bytes_sent: ByteCounter, trainable: list, **kwargs):
@@ -85,6 +87,10 @@ class SyncOptimizer(hivemind.Optimizer):
         """Counters for the epoch log: bytes sent in gradient and state averaging."""
         return {"bytes_sent": self.bytes_sent.total}
 
+    def admit(self, peer_ids) -> None:
+        """Gradient averaging takes hivemind's groups as they come: admission, robust reduction
+        and verified downloads exist in DiLoCo mode only (docs/security.md)."""
+
     def load_global_state(self) -> None:
         # The state averager's own loader keeps the epoch the state was saved at; the
         # Optimizer's wrapper would relabel it as the swarm's next epoch while catching up.
@@ -92,13 +98,15 @@ class SyncOptimizer(hivemind.Optimizer):
 
 
 def make_optimizer(dht: hivemind.DHT, run_id: str, model: torch.nn.Module, train: TrainConfig,
-                   device: torch.device, observer: bool = False):
+                   device: torch.device, observer: bool = False, admitted=None):
     """The swarm optimizer of ``--train.mode`` over the model's trainable parameters.
 
     :param run_id: the fingerprinted id; peers with another run_id never meet in matchmaking.
     :param device: where the model lives; on CUDA the optimizer steps on the GPU tensors
         themselves instead of CPU copies, which is what makes 8-bit AdamW worthwhile.
     :param observer: follow the swarm's state without training (validators).
+    :param admitted: the DHT peer ids allowed to average and report progress (DiLoCo; see
+        :class:`hivetrain.swarm.diloco.DiLoCoOptimizer`); None admits everyone.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     if train.mode == "diloco":
@@ -106,7 +114,8 @@ def make_optimizer(dht: hivemind.DHT, run_id: str, model: torch.nn.Module, train
             dht, run_id, trainable, train, optimizer_factory(train, device),
             inner_schedule=inner_step_schedule(train.warmup_epochs * train.inner_steps),
             compression=COMPRESSION[train.grad_compression](),
-            state_compression=COMPRESSION[train.state_compression](), observer=observer)
+            state_compression=COMPRESSION[train.state_compression](), observer=observer,
+            admitted=admitted)
     return make_sync_optimizer(dht, run_id, trainable, train, device)
 
 

@@ -8,6 +8,7 @@ zero every miner's history on the next start.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from hivetrain.atomic import atomic_write_text
@@ -28,14 +29,21 @@ def load(path: str | os.PathLike) -> ScoreState:
     """The saved state, or an empty one when there is no file yet (a first start).
 
     :raises StateError: when the file is there but unreadable; a validator should stop rather
-        than silently restart every miner from the floor.
+        than silently restart every miner from the floor. The file is never touched: the message
+        gives the command that moves it aside, for the operator to run.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return ScoreState()
+    except OSError as error:
+        raise StateError(f"cannot read {path} ({error.strerror}); fix its permissions or "
+                         f"--neuron.dir") from None
     try:
-        return ScoreState.from_json(text)
-    except ValueError as error:  # json.JSONDecodeError is a ValueError
-        raise StateError(f"{path}: {error}") from None
+        return ScoreState.from_json(data.decode("utf-8"))
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        aside = path.with_name(f"{path.name}.corrupt.{time.strftime('%Y%m%d-%H%M%S')}")
+        raise StateError(f"{path} is not a score state ({error}); it was left untouched. Restore "
+                         f"it from a backup, or move it aside to start from empty scores: "
+                         f"mv {path} {aside}") from None

@@ -1,0 +1,102 @@
+"""Test-session house rules: every process a test starts ends with the session.
+
+Process tests start real neurons, and each neuron starts its own helpers (hivemind's p2pd daemon
+and averager processes). A test that fails half-way, or a neuron killed with SIGKILL, can leave
+those helpers running, holding ports and CPU for the rest of the session and for the next one.
+hivemind's own ``conftest.py`` kills its children at the end of the session; here every process
+started under pytest inherits a marker in its environment, so the sweep finds helpers even after
+their parent died and they were re-parented to init (which a walk of the process tree would miss).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+MARKER = "HIVETRAIN_TEST_SESSION"
+os.environ.setdefault(MARKER, uuid.uuid4().hex)
+
+
+def _marked(marker: str) -> dict[int, int]:
+    """Pid -> parent pid of every process whose environment carries ``MARKER=marker``."""
+    needle = f"{MARKER}={marker}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):  # gone, or not ours
+            continue
+        if needle in environ.split(b"\0"):
+            found[int(entry.name)] = parent
+    return found
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Pids whose environment carries ``MARKER=marker``, except this process and its direct
+    children: those are multiprocessing helpers (hivemind's DHT and averagers) that Python ends
+    itself at exit, and killing them first breaks the pipes it still talks to them through."""
+    return [pid for pid, parent in _marked(marker).items() if parent != os.getpid()]
+
+
+def detached_processes(marker: str) -> list[int]:
+    """Marked pids that no longer descend from this process: daemons (pm2) and the helpers of a
+    neuron that died, re-parented to init. Within a session only a test's leftovers are."""
+    parents = _marked(marker)
+
+    def ours(pid: int) -> bool:
+        seen = set()
+        while pid in parents and pid not in seen:
+            seen.add(pid)
+            pid = parents[pid]
+        return pid == os.getpid()
+
+    return [pid for pid in parents if not ours(pid)]
+
+
+def _kill(pid: int) -> bool:
+    """SIGKILL ``pid``; False when it is already gone or not ours to kill."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "?"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def end_every_child_process():
+    """After the last test, SIGKILL whatever the session's processes left behind."""
+    yield
+    if not Path("/proc").is_dir():
+        return
+    for pid in marked_processes(os.environ[MARKER]):
+        _kill(pid)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def end_what_a_module_left(request):
+    """After each test module, SIGKILL the detached processes it left (a pm2 daemon, a dead
+    neuron's helpers), and say which: left running, they take CPU from every later process
+    test, whose swarms then step slower than their assertions were measured at."""
+    yield
+    if not Path("/proc").is_dir():
+        return
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    for pid in detached_processes(os.environ[MARKER]):
+        command = _command(pid)
+        if _kill(pid) and terminal is not None:
+            terminal.write_line(f"\n{request.module.__name__} left pid {pid} running "
+                                f"({command}): killed")

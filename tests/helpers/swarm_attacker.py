@@ -1,0 +1,83 @@
+"""A real miner that attacks the swarm in one way, for the robust-swarm tests.
+
+    python tests/helpers/swarm_attacker.py MODE miner <miner flags>
+
+MODE is what it does differently from ``hivetrain miner``:
+
+* ``nan`` / ``inf`` / ``scaled`` (x1e4) / ``sign_flip``: its pseudo-gradient in the all-reduce;
+* ``inflated_samples``: claims a million times the samples it trained as its averaging weight;
+* ``bad_reduce``: returns x1e3 the average for the part of the all-reduce it reduces;
+* ``poison_state``: advertises the highest state-sharing priority (1e12) and serves NaN global
+  parameters labelled 50 epochs ahead to anyone downloading the state;
+* ``unregistered``: ``poison_state`` from a hotkey that is not registered on the subnet (it skips
+  the registration check and commits nothing on chain, so no miner admits its DHT identity).
+"""
+
+import sys
+
+import torch
+
+from hivetrain.chain import Chain
+from hivetrain.cli import main
+from hivetrain.swarm import robust
+from hivetrain.swarm.diloco import DiLoCoOptimizer
+
+MODE = sys.argv.pop(1)
+CHANGES = {
+    "nan": lambda c: torch.full_like(c, float("nan")),
+    "inf": lambda c: torch.full_like(c, float("inf")),
+    "scaled": lambda c: c * 1e4,
+    "sign_flip": lambda c: -c,
+}
+
+
+def attack_change() -> None:
+    average = DiLoCoOptimizer._average
+    corrupt = CHANGES.get(MODE, lambda c: c)
+    factor = 10 ** 6 if MODE == "inflated_samples" else 1
+
+    def corrupted(self, change, samples):
+        return average(self, [corrupt(c) for c in change], samples * factor)
+
+    DiLoCoOptimizer._average = corrupted
+
+
+def attack_reduction() -> None:
+    honest = robust.robust_mean
+    robust.robust_mean = lambda *args, **kwargs: honest(*args, **kwargs) * 1e3
+
+
+def attack_state() -> None:
+    serve = DiLoCoOptimizer._current_state
+
+    def poisoned(self):
+        metadata, tensors, infos = serve(self)
+        return ({**metadata, "epoch": metadata["epoch"] + 50},
+                [torch.full_like(t, float("nan")) for t in tensors], infos)
+
+    def loudest(self):
+        self.averager.state_sharing_priority = 1e12
+
+    DiLoCoOptimizer._current_state = poisoned
+    DiLoCoOptimizer._share_state_priority = loudest
+
+
+def skip_registration() -> None:
+    Chain.ensure_registered = lambda self: 0
+    Chain.commit_dht_addrs = lambda self, addrs, run_id=None: True
+    Chain.serve = lambda self, ip, port: True
+
+
+if MODE in CHANGES or MODE == "inflated_samples":
+    attack_change()
+elif MODE == "bad_reduce":
+    attack_reduction()
+elif MODE in ("poison_state", "unregistered"):
+    attack_state()
+    if MODE == "unregistered":
+        skip_registration()
+else:
+    raise SystemExit(f"unknown mode {MODE}")
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

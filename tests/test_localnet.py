@@ -1,0 +1,73 @@
+"""The local subnet behind ``make demo``: every run in its own folder, so a second run is clean.
+
+issue 14: a second ``make demo`` in the same folder reused the first run's chain and peer.json
+files; its miners dialled the old addresses, each started a swarm of its own (``peers 1``), and
+the display and report mixed both runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from helpers.polling import records
+from hivetrain.localnet.cli import new_run_dir
+
+
+def test_each_run_gets_a_new_numbered_folder_and_earlier_ones_stay(tmp_path):
+    parent = tmp_path / "demo"
+    assert new_run_dir(parent) == parent / "1"
+    (parent / "1" / "report.json").write_text("{}")
+    (parent / "notes").mkdir()  # not a run: ignored, untouched
+    (parent / "7").mkdir()
+    assert new_run_dir(parent) == parent / "8"
+    assert (parent / "1" / "report.json").read_text() == "{}"
+    assert sorted(p.name for p in parent.iterdir()) == ["1", "7", "8", "notes"]
+    assert list((parent / "8").iterdir()) == []
+
+
+SWARM = ["--swarm.miners", "2", "--swarm.validators", "0", "--swarm.duration", "40",
+         "--model.preset", "tiny", "--data.seq_len", "64", "--train.batch_size", "4",
+         "--train.log_every", "2", "--train.eval_batches", "1", "--wandb.off"]
+
+
+def test_make_demo_twice_gives_two_clean_runs(tmp_path):
+    """Two real local swarms, one after the other, with the same --swarm.dir."""
+    parent = tmp_path / "demo"
+    for run in ("1", "2"):
+        result = subprocess.run([sys.executable, "-m", "hivetrain", "swarm", "--swarm.dir",
+                                 str(parent), *SWARM], capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert f"wallets in {parent / run}" in result.stdout
+        report = json.loads((parent / run / "report.json").read_text())
+        assert report
+        for miner in ("miner1", "miner2"):
+            trained = records(parent / run / miner, "train")
+            assert trained and max(r["peers"] for r in trained) == 2, (run, miner)  # one swarm
+            started = records(parent / run / miner, "start")
+            assert len(started) == 1  # nothing left over from the other run
+
+
+def test_the_report_plots_each_rounds_score_beside_the_moving_average(tmp_path):
+    """issue 14: with only the EMA drawn, rounds a miner scored 1.0 did not show."""
+    from types import SimpleNamespace
+
+    from hivetrain.localnet.report import score_series, write_report
+
+    rounds = [{"kind": "round", "time": 100.0 + 10 * i, "epoch": i,
+               "results": [{"uid": 0, "score": score, "ema": ema},
+                           {"uid": 1, "score": None, "ema": 0.1}]}
+              for i, (score, ema) in enumerate([(1.0, 0.55), (0.3, 0.43), (1.0, 0.71)])]
+    series = score_series(rounds)
+    assert series[0] == {"seconds": [0.0, 10.0, 20.0], "ema": [0.55, 0.43, 0.71],
+                         "round_seconds": [0.0, 10.0, 20.0], "score": [1.0, 0.3, 1.0]}
+    assert series[1]["score"] == [] and series[1]["ema"] == [0.1, 0.1, 0.1]
+
+    validator = tmp_path / "validator1"
+    validator.mkdir()
+    (validator / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    options = SimpleNamespace(out_dir=tmp_path, validators=1)
+    png, report = write_report(options, [], {"initial_loss_bound": 8.3, "chain": {}})
+    assert png.read_bytes().startswith(b"\x89PNG") and json.loads(report.read_text())["chain"] == {}

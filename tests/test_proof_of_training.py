@@ -1,0 +1,164 @@
+"""Proof of training against real processes: an honest miner and six that do not train honestly.
+
+Embedded dev chain, real hivemind peers, real HTTP: one honest ``hivetrain miner``, and real
+miners changed in one way each (tests/helpers/adversarial_miner.py): a freeloader, a copier
+(serves the honest miner's update, fetched with a colluding validator's permit), a wrong-data
+trainer, a lazy miner (one step in ten, full sample claim), a stale one (its oldest update,
+relabelled) and a proxy (forwards every probe and update request to the honest miner and serves
+its answers, re-signed, as its own). A real validator checks every miner's update each epoch. The test waits for round
+records of checked epochs (facts), never for a count of seconds.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hivetrain.chain import create_dev_wallet, register_dev, stake_dev
+from hivetrain.localnet.processes import ProcessGroup
+from hivetrain.localnet.swarm import NETUID, SwarmOptions, neuron_args, prepare_chain
+from hivetrain.miner.neuron import PEER_FILE
+from helpers.flags import VALIDATOR_TEST_FLAGS
+from helpers.polling import records, wait_until
+
+FLAGS = VALIDATOR_TEST_FLAGS
+VALIDATOR_FLAGS = ["--validator.interval", "2", "--validator.alpha", "0.3",
+                   "--validator.timeout", "8", "--validator.weights_every", "5"]
+ADVERSARY = str(Path(__file__).parent / "helpers" / "adversarial_miner.py")
+ADVERSARIES = ("freeloader", "copier", "wrong_data", "lazy", "stale", "proxy")
+# 8 rounds keep the test near 3 minutes; docs/validation.md's figures come from a longer run
+# (HIVETRAIN_POT_ROUNDS=30).
+CHECKED_ROUNDS = int(os.environ.get("HIVETRAIN_POT_ROUNDS", "8"))
+
+
+@pytest.fixture(scope="module")
+def subnet(tmp_path_factory):
+    options = SwarmOptions(out_dir=tmp_path_factory.mktemp("pot"), miners=1, validators=1,
+                           block_time=0.5, neuron_flags=FLAGS)
+    prepare_chain(options)
+    wallets = str(options.wallet_path)
+    colluder = create_dev_wallet("colluder", "default", wallets)
+    register_dev(options.chain_path, NETUID, colluder)
+    stake_dev(options.chain_path, NETUID, colluder.hotkey.ss58_address, 10.0, permit=True)
+    for mode in ADVERSARIES:
+        register_dev(options.chain_path, NETUID, create_dev_wallet(mode, "default", wallets))
+    with ProcessGroup(grace_seconds=20) as group, pytest.MonkeyPatch.context() as env:
+        honest = group.start("miner1", options.out_dir / "miner1",
+                             neuron_args("miner", "miner1", options))
+        peer = group.wait_for_file(honest, PEER_FILE, 180)
+        uids = {"honest": peer["uid"]}
+        env.setenv("HIVETRAIN_COPY_FROM", peer["hotkey"])
+        env.setenv("HIVETRAIN_COPY_AT", f"127.0.0.1:{peer['api_port']}")
+        env.setenv("HIVETRAIN_COLLUDER", f"{wallets}:colluder")
+        neurons = {mode: group.start(mode, options.out_dir / mode,
+                                     neuron_args("miner", mode, options), program=(ADVERSARY, mode))
+                   for mode in ADVERSARIES}
+        group.start("validator1", options.out_dir / "validator1",
+                    neuron_args("validator", "validator1", options, VALIDATOR_FLAGS))
+        for mode, neuron in neurons.items():
+            uids[mode] = group.wait_for_file(neuron, PEER_FILE, 180)["uid"]
+        yield group, options, uids
+
+
+def checked_rounds(run_dir, uids):
+    """Round records with update verdicts, from the first epoch checked after every miner
+    answered a probe (an epoch before that one has miners that never trained it)."""
+    rounds = records(run_dir, "round")
+    up = next((i for i, r in enumerate(rounds) if all(
+        x["responded"] for x in r["results"] if x["uid"] in uids.values())), None)
+    if up is None:
+        return []
+    first = rounds[up]["epoch"]
+    return [r for r in rounds[up:] if r.get("checked_epoch") is not None
+            and r["checked_epoch"] >= first]
+
+
+def test_only_the_honest_miner_is_paid_for_training(subnet):
+    group, options, uids = subnet
+    validator_dir = options.out_dir / "validator1"
+    history = wait_until(lambda: (lambda r: r if len({x["checked_epoch"] for x in r}) >= 4
+                                  and len(r) >= CHECKED_ROUNDS else None)(
+        checked_rounds(validator_dir, uids)), 300 + 15 * CHECKED_ROUNDS,
+        f"{CHECKED_ROUNDS} rounds over four checked epochs", group)
+    by_name = {name: [{r["uid"]: r for r in round_["results"]}[uid] for round_ in history]
+               for name, uid in uids.items()}
+    figures = {name: [(r["score"], (r.get("update") or {}).get("assigned_gain"),
+                       (r.get("update") or {}).get("random_gain"),
+                       (r.get("update") or {}).get("copy_cosine"), r["reason"][:90])
+                      for r in results] for name, results in by_name.items()}
+    print(json.dumps(figures, indent=1))
+    print(json.dumps(summary(by_name, records(validator_dir, "update_check")), indent=1))
+    # Adversaries with no change of their own once refused every honest average as too large
+    # and, being the majority, got the honest miner excluded from the all-reduce.
+    assert not any("excluded from the all-reduce" in r["reason"] for r in by_name["honest"]), \
+        figures["honest"]
+    # The honest miner's *update* passes the proof-of-training check. Its round score also has
+    # the probe in it, which it fails while the swarm is split: here six of seven miners are
+    # adversaries that average among themselves, the validator fetches the G most peers hold,
+    # and an honest miner left in a minority group is judged on that G (docs/validation.md,
+    # known limits). Measured on a loaded 2-core machine, round scores 7, 6, 5 and 1 of 8; its
+    # updates 8, 8 and 6 of 8 (the two misses: gain 0.004, measured on the majority's G_e). The
+    # probe's honest rate is test_validator.py's (>= 95 %), in a swarm of trainers.
+    updates = [r["update"]["score"] for r in by_name["honest"] if r.get("update")]
+    assert updates and sum(s == 1.0 for s in updates) >= 0.6 * len(updates), figures["honest"]
+    # Each check is statistical (k batches a side): over 30 rounds every adversary was caught
+    # 30 / 30, but wrong_data's gap reached 0.093 once in 8 (min_gap 0.08). Two misses in 8 are
+    # allowed; the EMA below must still rank every adversary under the honest miner.
+    for mode in ADVERSARIES:
+        caught = [r["score"] is not None and r["score"] <= 0.3 for r in by_name[mode]]
+        assert sum(caught) >= 0.75 * len(caught), (mode, figures[mode])
+    ema = {name: results[-1]["ema"] for name, results in by_name.items()}
+    assert ema["honest"] > max(ema[m] for m in ADVERSARIES), ema
+
+
+def summary(by_name, checks):
+    """The figures docs/validation.md records: rates, gain ranges, cost per miner per check."""
+    def span(values):
+        values = [v for v in values if v is not None and v == v]
+        return [round(min(values), 3), round(max(values), 3)] if values else None
+
+    table = {}
+    for name, results in by_name.items():
+        updates = [r.get("update") or {} for r in results]
+        table[name] = {
+            "rounds": len(results),
+            "score_1.0": sum(r["score"] == 1.0 for r in results) / len(results),
+            "score_le_0.3": sum(r["score"] is not None and r["score"] <= 0.3
+                                for r in results) / len(results),
+            "assigned_gain": span([u.get("assigned_gain") for u in updates]),
+            "random_gain": span([u.get("random_gain") for u in updates]),
+            "gap": span([u["assigned_gain"] - u["random_gain"] for u in updates
+                         if u.get("assigned_gain") is not None
+                         and u.get("random_gain") is not None]),
+            "copy_cosine": span([u.get("copy_cosine") for u in updates]),
+            "samples": span([u.get("samples") for u in updates]),
+            "caught_by": caught_by(results),
+        }
+    miners = sum(c["miners"] for c in checks) or 1
+    table["cost_per_miner_per_check"] = {
+        "checks": len(checks), "seconds": sum(c["seconds"] for c in checks) / miners,
+        "fetch_seconds": sum(c["fetch_seconds"] for c in checks) / miners,
+        "bytes": sum(c["bytes"] for c in checks) / miners}
+    return table
+
+
+# The first failing check named by a round's reason, for "what caught them" in the docs.
+CHECKS = (("assigned gain <", "assigned gain"), ("does not beat random", "assigned-vs-random gap"),
+          ("near-copy", "near-copy"), ("announced", "announced digest"),
+          ("stale update", "stale"), ("no update for", "no update kept"),
+          ("samples but gains", "gain per claimed sample"), ("update:", "update unanswered"),
+          ("random gain <", "random gain"), ("gradient cosine", "probe"), ("loss ", "probe"),
+          ("epoch ", "probe"), ("no response", "no response"))
+
+
+def caught_by(results):
+    """``check -> rounds`` over the rounds scored <= 0.3, by the first check their reason names."""
+    counts = {}
+    for r in results:
+        if r["score"] is None or r["score"] > 0.3:
+            continue
+        first = min(((r["reason"].find(text), name) for text, name in CHECKS
+                     if text in r["reason"]), default=(0, "other"))[1]
+        counts[first] = counts.get(first, 0) + 1
+    return counts

@@ -1,0 +1,131 @@
+"""The robust reduction rule on one part, sender by sender: what is kept, bounded, dropped, banned."""
+
+import torch
+
+from hivetrain.swarm.robust import CLIP_FACTOR, WEIGHT_SPREAD, Verdicts, robust_mean
+
+NAMES = ["honest-a", "honest-b", "honest-c", "attacker"]
+
+
+def honest_copies(seed: int = 0, n: int = 3, size: int = 256) -> dict:
+    """Copies of one part as honest DiLoCo peers send them: a shared direction plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    shared = torch.randn(size, generator=generator)
+    return {i: (shared + 0.5 * torch.randn(size, generator=generator), 100.0) for i in range(n)}
+
+
+def plain_mean(copies: dict) -> torch.Tensor:
+    total = sum(w for _, w in copies.values())
+    return sum(t * w for t, w in copies.values()) / total
+
+
+def test_honest_copies_give_the_plain_weighted_mean():
+    copies = honest_copies()
+    copies[1] = (copies[1][0], 180.0)  # a peer with nearly twice the compute
+    verdicts = Verdicts()
+    result = robust_mean(copies, NAMES, verdicts)
+    assert torch.allclose(result, plain_mean(copies), atol=1e-6)
+    assert not verdicts.offenders and not verdicts.notes
+
+
+def test_non_finite_copies_are_dropped_and_their_sender_banned():
+    for bad in (float("nan"), float("inf")):
+        copies = honest_copies()
+        poisoned = torch.ones(256)
+        poisoned[7] = bad
+        copies[3] = (poisoned, 100.0)
+        verdicts = Verdicts()
+        result = robust_mean(copies, NAMES, verdicts)
+        honest = {i: c for i, c in copies.items() if i < 3}
+        assert torch.isfinite(result).all()
+        assert torch.allclose(result, plain_mean(honest), atol=1e-6)
+        assert set(verdicts.offenders) == {"attacker"}
+
+
+def test_a_scaled_copy_is_clipped_to_the_median_norm_and_banned():
+    copies = honest_copies()
+    copies[3] = (copies[0][0] * 1e4, 100.0)
+    verdicts = Verdicts()
+    result = robust_mean(copies, NAMES, verdicts)
+    honest = {i: c for i, c in copies.items() if i < 3}
+    assert torch.allclose(result, plain_mean(honest), atol=1e-6)
+    assert set(verdicts.offenders) == {"attacker"}
+
+
+def test_a_copy_within_reach_of_honest_peers_is_clipped_not_banned():
+    copies = honest_copies()
+    copies[3] = (copies[0][0] * 3, 100.0)
+    verdicts = Verdicts()
+    result = robust_mean(copies, NAMES, verdicts)
+    median_norm = sorted(t.norm().item() for t, _ in copies.values())[1]
+    clipped = dict(copies)
+    clipped[3] = (copies[3][0] * (CLIP_FACTOR * median_norm / copies[3][0].norm().item()), 100.0)
+    assert torch.allclose(result, plain_mean(clipped), atol=1e-5)
+    assert "attacker" in verdicts.notes and not verdicts.offenders
+
+
+def test_an_inflated_weight_is_dropped_and_banned_a_larger_one_capped():
+    copies = honest_copies()
+    copies[3] = (copies[0][0].clone(), 1e6)
+    verdicts = Verdicts()
+    result = robust_mean(copies, NAMES, verdicts)
+    honest = {i: c for i, c in copies.items() if i < 3}
+    assert torch.allclose(result, plain_mean(honest), atol=1e-5)
+    assert set(verdicts.offenders) == {"attacker"}
+    copies[3] = (copies[0][0].clone(), 600.0)  # 6x the median: bounded to WEIGHT_SPREAD x
+    verdicts = Verdicts()
+    capped = dict(copies)
+    capped[3] = (copies[3][0], WEIGHT_SPREAD * 100.0)
+    assert torch.allclose(robust_mean(copies, NAMES, verdicts), plain_mean(capped), atol=1e-5)
+    assert "attacker" in verdicts.notes and not verdicts.offenders
+
+
+def test_a_sign_flipped_sender_is_banned_when_the_round_ends():
+    """A flipped copy keeps an honest norm, so it is only bounded in its round; over the round's
+    parts it points against the median, which bans it from the next."""
+    verdicts = Verdicts()
+    for part in range(3):
+        copies = honest_copies(seed=part)
+        copies[3] = (-copies[0][0], 100.0)
+        robust_mean(copies, NAMES, verdicts)
+    assert not verdicts.offenders
+    verdicts.judge_directions()
+    assert set(verdicts.offenders) == {"attacker"}
+
+
+def test_honest_copies_against_the_median_in_one_part_are_not_banned():
+    verdicts = Verdicts()
+    for part in range(4):
+        copies = honest_copies(seed=10 + part)
+        if part == 0:  # one part where an honest peer happens to point the other way
+            copies[2] = (-copies[2][0], 100.0)
+        robust_mean(copies, NAMES, verdicts)
+    verdicts.judge_directions()
+    assert not verdicts.offenders
+
+
+def test_with_two_senders_only_non_finite_copies_are_dropped():
+    """No majority exists between two peers: a faster honest peer and a liar look alike."""
+    copies = honest_copies(n=2)
+    copies[1] = (copies[1][0] * 5, 700.0)
+    verdicts = Verdicts()
+    assert torch.allclose(robust_mean(copies, NAMES, verdicts), plain_mean(copies), atol=1e-5)
+    assert not verdicts.offenders
+    copies[1] = (torch.full((256,), float("nan")), 100.0)
+    assert torch.allclose(robust_mean(copies, NAMES, verdicts), copies[0][0])
+    assert set(verdicts.offenders) == {"honest-b"}
+
+
+def test_banned_senders_are_ignored():
+    copies = honest_copies()
+    copies[3] = (copies[0][0] * 3, 100.0)
+    verdicts = Verdicts()
+    result = robust_mean(copies, NAMES, verdicts, banned=lambda peer: peer == "attacker")
+    honest = {i: c for i, c in copies.items() if i < 3}
+    assert torch.allclose(result, plain_mean(honest), atol=1e-6)
+    assert "attacker" in verdicts.notes and not verdicts.offenders
+
+
+def test_nothing_left_means_no_change():
+    copies = {0: (torch.full((8,), float("nan")), 1.0)}
+    assert torch.equal(robust_mean(copies, NAMES, Verdicts()), torch.zeros(8))

@@ -1,0 +1,149 @@
+"""Real miner processes on an embedded chain, three honest and one attacker per case.
+
+The attacker is ``tests/helpers/swarm_attacker.py``: the project's own miner with one thing
+changed (what it sends into the all-reduce, what it returns as a reducer, or the state it serves).
+Each case waits for the facts it is about, read from the miners' own epoch records: the epoch at
+which every honest miner has excluded the attacker, and a later epoch at which every honest miner
+holds the same finite model without it. These cases are the
+soak matrix of ``make test-slow`` (all of them: at four miner processes each they are too heavy
+for ``make test`` on two cores; ``tests/test_robust_averaging.py`` runs every attack there, on
+real hivemind peers in one process).
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hivetrain.chain import create_dev_wallet, register_dev
+from hivetrain.localnet.processes import ProcessGroup
+from hivetrain.localnet.swarm import NETUID, SwarmOptions, neuron_args, prepare_chain
+from hivetrain.miner.neuron import PEER_FILE
+from helpers.flags import VALIDATOR_TEST_FLAGS
+from helpers.polling import records, wait_until
+
+FLAGS = [*VALIDATOR_TEST_FLAGS, "--train.grad_compression", "none"]
+ATTACKER = str(Path(__file__).parent / "helpers" / "swarm_attacker.py")
+HONEST = ("miner1", "miner2", "miner3")
+SAME_MODEL = 1e-6
+# Epochs after the attacker's first round in which every honest miner must have excluded it.
+EXCLUDED_WITHIN = 2
+# Attacks a validator watches too: it must score the attacker 0.3 for its exclusion, however
+# clean the attacker's probe answers and published updates are.
+VALIDATED = ("nan",)
+
+
+def start_swarm(group, options, mode):
+    """Three honest miners, then the attacker; returns the attacker's DHT peer id."""
+    first = group.start("miner1", options.out_dir / "miner1", neuron_args("miner", "miner1", options))
+    group.wait_for_file(first, PEER_FILE, 180)
+    for name in HONEST[1:]:
+        group.start(name, options.out_dir / name, neuron_args("miner", name, options))
+    attacker = group.start("attacker", options.out_dir / "attacker",
+                           neuron_args("miner", "attacker", options), program=(ATTACKER, mode))
+    for neuron in group.neurons:
+        group.wait_for_file(neuron, PEER_FILE, 180)
+    return json.loads((options.out_dir / "attacker" / PEER_FILE).read_text())["peer_id"]
+
+
+def epochs(options, name):
+    return {r["epoch"]: r for r in records(options.out_dir / name, "epoch")}
+
+
+def honest_models_agree_without(options, attacker_id, after):
+    """The first epoch after ``after`` that every honest miner reached with the same finite
+    model, in a group without the attacker; None until there is one."""
+    seen = [epochs(options, name) for name in HONEST]
+    common = sorted(set.intersection(*(set(s) for s in seen)))
+    for epoch in (e for e in common if e > after):
+        rows = [s[epoch] for s in seen]
+        sketches = [r["sketch"] for r in rows]
+        if any(attacker_id in r["group"] for r in rows) or not all(
+                math.isfinite(x) for s in sketches for x in s):
+            continue
+        if all(max(abs(a - b) for a, b in zip(sketches[0], s)) < SAME_MODEL for s in sketches):
+            return epoch
+    return None
+
+
+def first_averaged(options, name):
+    """The first epoch ``name`` ended in an all-reduce with others (its ``group`` is set)."""
+    return min((e for e, r in epochs(options, name).items() if r["group"]), default=None)
+
+
+def excluded_at(options, attacker_id):
+    """The epoch by which every honest miner had banned the attacker, or None."""
+    first = []
+    for name in HONEST:
+        banned = [e for e, r in sorted(epochs(options, name).items()) if attacker_id in r["banned"]]
+        if not banned:
+            return None
+        first.append(banned[0])
+    return max(first)
+
+
+@pytest.fixture
+def attacked_swarm(request, tmp_path):
+    """Three honest miners and the attacker; for the modes in ``VALIDATED`` a validator too."""
+    validated = request.param in VALIDATED
+    options = SwarmOptions(out_dir=tmp_path, miners=3, validators=int(validated), block_time=0.5,
+                           neuron_flags=FLAGS)
+    prepare_chain(options)
+    register_dev(options.chain_path, NETUID,
+                 create_dev_wallet("attacker", "default", str(options.wallet_path)))
+    with ProcessGroup(grace_seconds=20) as group:
+        attacker_id = start_swarm(group, options, request.param)
+        if validated:
+            group.start("validator1", options.out_dir / "validator1",
+                        neuron_args("validator", "validator1", options,
+                                    ["--validator.interval", "1", "--validator.timeout", "5"]))
+        yield request.param, group, options, attacker_id
+
+
+def check_exclusion(attacked_swarm):
+    mode, group, options, attacker_id = attacked_swarm
+    joined = wait_until(lambda: first_averaged(options, "attacker"), 300,
+                        "the attacker's first all-reduce with the swarm", group)
+    excluded = wait_until(lambda: excluded_at(options, attacker_id), 300,
+                          "every honest miner to exclude the attacker", group)
+    clean = wait_until(lambda: honest_models_agree_without(options, attacker_id, excluded), 300,
+                       "an epoch where the honest miners hold one finite model without it", group)
+    print(f"{mode}: attacker first averaged at epoch {joined}, excluded by every honest miner "
+          f"at epoch {excluded}, honest miners agree at epoch {clean}")
+    assert excluded - joined <= EXCLUDED_WITHIN, (joined, excluded)
+    return excluded
+
+
+def excluded_round(options, attacker_uid, after):
+    """The first validator round at an epoch after ``after`` that scored the attacker for its
+    exclusion; None until there is one."""
+    for round_ in records(options.out_dir / "validator1", "round"):
+        results = {r["uid"]: r for r in round_["results"]}
+        attacker = results.get(attacker_uid)
+        if round_["epoch"] > after and attacker and "excluded from the all-reduce" in attacker["reason"]:
+            return round_
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attacked_swarm", ["nan"], indirect=True)
+def test_a_nan_sender_is_excluded_and_the_honest_model_stays_finite(attacked_swarm):
+    excluded = check_exclusion(attacked_swarm)
+    _, group, options, attacker_id = attacked_swarm
+    attacker_uid = json.loads((options.out_dir / "attacker" / PEER_FILE).read_text())["uid"]
+    round_ = wait_until(lambda: excluded_round(options, attacker_uid, excluded), 300,
+                        "a validator round that scores the attacker for its exclusion", group)
+    results = {r["uid"]: r for r in round_["results"]}
+    print({uid: (r["score"], r["reason"]) for uid, r in results.items()})
+    assert results[attacker_uid]["score"] == 0.3
+    honest = [r for uid, r in results.items() if uid != attacker_uid]
+    assert len(honest) == len(HONEST)
+    assert not any("excluded" in r["reason"] for r in honest), honest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attacked_swarm", ["inf", "scaled", "sign_flip", "inflated_samples",
+                                            "bad_reduce"], indirect=True)
+def test_every_averaging_attacker_is_excluded(attacked_swarm):
+    check_exclusion(attacked_swarm)

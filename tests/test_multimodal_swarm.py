@@ -63,6 +63,11 @@ def test_validator_accepts_honest_multimodal_miners(swarm):
     assert sum(r["score"] == 1.0 for r in results) >= 0.95 * len(results), reasons
 
 
+# About 22 outer steps of mm-tiny training: 208 s on a loaded 2-core machine, but CI's run of
+# 2026-12-02 did not reach the loss inside pytest's 600 s, so it is a soak test (make test-slow)
+# with its own limit; the acceptance test above keeps the multimodal swarm in make test.
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_caption_loss_falls_and_captions_beat_chance(swarm, tmp_path):
     group, options, names = swarm
     miner = options.out_dir / names[0]
@@ -70,7 +75,7 @@ def test_caption_loss_falls_and_captions_beat_chance(swarm, tmp_path):
     # here; ~0.50 is the caption template alone): wait for that fact, then export and caption.
     trained = wait_until(lambda: [r for r in records(miner, "train")
                                   if r["epoch"] >= 22 and r["heldout_loss"] <= COLOUR_READ_LOSS],
-                         700, f"held-out loss <= {COLOUR_READ_LOSS} after 22 outer steps", group)[0]
+                         1200, f"held-out loss <= {COLOUR_READ_LOSS} after 22 outer steps", group)[0]
     trajectory = [(r["epoch"], round(r["heldout_loss"], 3)) for r in records(miner, "train")]
     done = subprocess.run(
         [sys.executable, "-m", "hivetrain", "export", "--out", str(tmp_path / "export"),

@@ -8,7 +8,11 @@ One run, one machine, 2 peers x 1 torch thread, ``tiny`` preset, batch 8, sequen
 2. ``hivemind``: a hand-written hivemind.Optimizer loop, as a user of the library would write it
    (gradient averaging every 1024 samples, no compression; the reference measured 0.53);
 3. ``sync``: hivetrain miners in ``--train.mode sync``;
-4. ``diloco/<compression>[+overlap]``: hivetrain miners in ``--train.mode diloco``.
+4. ``diloco/<compression>[+overlap]``: hivetrain miners in ``--train.mode diloco``;
+5. ``diloco/fp16+undefended``: the same miners with hivemind's plain all-reduce in place of the
+   robust reduction and receiver checks (``bench/undefended_miner.py``): the defences' cost is
+   ``diloco/fp16`` against it, in the same run (use ``--peers 3``: with two senders the robust
+   reducer only drops non-finite copies).
 
 Printed per configuration: swarm samples/s and efficiency = swarm / (N x standalone); bytes the
 peers serialise per training sample (see :mod:`hivetrain.swarm.traffic` for what is counted) and
@@ -39,6 +43,9 @@ from hivetrain.localnet.swarm import SwarmOptions, prepare_chain, start_neurons 
 from hivetrain.telemetry import read_metrics  # noqa: E402
 
 BATCH, SEQ, LR = 8, 128, "2e-3"
+MINER = ("-m", "hivetrain")
+UNDEFENDED_MINER = (str(Path(__file__).resolve().parent / "undefended_miner.py"),)
+UNDEFENDED = "+undefended"
 
 
 def configurations(inner_steps: int) -> dict[str, list[str]]:
@@ -51,6 +58,7 @@ def configurations(inner_steps: int) -> dict[str, list[str]]:
         "diloco/fp16": diloco + ["--train.grad_compression", "fp16"],
         "diloco/int8": diloco + ["--train.grad_compression", "int8"],
         "diloco/fp16+overlap": diloco + ["--train.grad_compression", "fp16", "--train.overlap"],
+        "diloco/fp16" + UNDEFENDED: diloco + ["--train.grad_compression", "fp16"],
     }
 
 
@@ -123,11 +131,12 @@ def run_baseline(peers: int, seconds: float, out: Path) -> list[Path]:
     return dirs
 
 
-def run_miners(peers: int, seconds: float, flags: list[str], out: Path) -> list[Path]:
+def run_miners(peers: int, seconds: float, flags: list[str], out: Path,
+               program: tuple[str, ...] = MINER) -> list[Path]:
     options = SwarmOptions(out_dir=out, miners=peers, validators=0, neuron_flags=COMMON + flags)
     prepare_chain(options)
     with ProcessGroup(grace_seconds=20) as group:
-        names, _ = start_neurons(group, options)
+        names, _ = start_neurons(group, options, miner_program=program)
         wait_window(group, seconds)
     return [out / name for name in names]
 
@@ -206,7 +215,9 @@ def main() -> None:
             results["hivemind"] = summarise(dirs, args.warmup)
         for name, flags in configurations(args.inner_steps).items():
             if name in wanted:
-                dirs = run_miners(args.peers, args.seconds, flags, Path(tmp) / name.replace("/", "-"))
+                program = UNDEFENDED_MINER if name.endswith(UNDEFENDED) else MINER
+                dirs = run_miners(args.peers, args.seconds, flags,
+                                  Path(tmp) / name.replace("/", "-"), program)
                 results[name] = summarise(dirs, args.warmup)
                 print(f"{name}: {results[name]['samples_per_second']:.1f} samples/s, "
                       f"{results[name]['rounds']} rounds", flush=True)
@@ -239,6 +250,14 @@ def report(results: dict, args) -> None:
             mine, theirs = loss_at(v["curve"], seen), loss_at(sync, seen)
             line += f"  {'':>15}{seen:>7} {mine:6.3f} {theirs:6.3f} {(mine / theirs - 1):+6.1%}"
         print(line)
+    defended, undefended = swarms.get("diloco/fp16"), swarms.get("diloco/fp16" + UNDEFENDED)
+    if defended and undefended:
+        ratio = defended["samples_per_second"] / undefended["samples_per_second"]
+        seen = min(defended["curve"][-1][0], undefended["curve"][-1][0])
+        print(f"defences' cost (diloco/fp16 against diloco/fp16{UNDEFENDED}, this run): "
+              f"samples/s ratio {ratio:.3f} ({1 - ratio:.1%} lost); held-out at {seen} samples "
+              f"{loss_at(defended['curve'], seen):.3f} against "
+              f"{loss_at(undefended['curve'], seen):.3f}")
     if fp32_round:
         print(f"one fp32 all-reduce of the model: {fp32_round / 1e6:.2f} MB serialised per round "
               f"(both peers together); per-step fp32 averaging = that per {BATCH * args.peers} samples")

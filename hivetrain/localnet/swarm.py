@@ -73,13 +73,17 @@ def neuron_args(role: str, name: str, options: SwarmOptions, extra: list[str] = 
             "--axon.port", "0", "--train.threads", "1", *options.neuron_flags, *extra]
 
 
-def start_neurons(group: ProcessGroup, options: SwarmOptions, validator_flags: list[str] = ()):
-    """Start the first miner, wait until it has committed its address, then all the others."""
+def start_neurons(group: ProcessGroup, options: SwarmOptions, validator_flags: list[str] = (),
+                  miner_program: tuple[str, ...] = ("-m", "hivetrain")):
+    """Start the first miner, wait until it has committed its address, then all the others.
+
+    ``miner_program`` runs every miner from another entry point (a benchmark's baseline miner)."""
     names = [f"miner{i}" for i in range(1, options.miners + 1)]
     first = group.start(names[0], options.out_dir / names[0],
-                        neuron_args("miner", names[0], options))
+                        neuron_args("miner", names[0], options), program=miner_program)
     group.wait_for_file(first, PEER_FILE, options.ready_timeout)
-    others = [group.start(name, options.out_dir / name, neuron_args("miner", name, options))
+    others = [group.start(name, options.out_dir / name, neuron_args("miner", name, options),
+                          program=miner_program)
               for name in names[1:]]
     validators = [group.start(f"validator{i}", options.out_dir / f"validator{i}",
                               neuron_args("validator", f"validator{i}", options,

@@ -86,11 +86,29 @@ def _patch_inner_steps(every):
 
 
 def _patch_wrong_data():
+    """Train on another identity's shards, re-drawn while they overlap the miner's own: in one
+    fresh-clone run a plain ``hotkey + "-elsewhere"`` window shared 2 of its 4 shards with the
+    assigned one (a 7-in-256 chance per epoch), and that epoch's update rightly passed."""
     from hivetrain.data import tokens
 
     assigned = tokens.TokenData.assigned_batches
-    tokens.TokenData.assigned_batches = lambda self, run_id, hotkey, *rest: assigned(
-        self, run_id, hotkey + "-elsewhere", *rest)
+
+    def first_shard(self, run_id, identity, epoch, seq_len):
+        count = len(self.shards(seq_len))
+        return tokens.derive_seed("assigned-shard", run_id, identity, epoch, seq_len) % count, count
+
+    def elsewhere(self, run_id, hotkey, epoch, batch_size, seq_len):
+        if not hasattr(self, "shards"):  # a hub stream: no shards to keep apart
+            return assigned(self, run_id, hotkey + "-elsewhere", epoch, batch_size, seq_len)
+        own, count = first_shard(self, run_id, hotkey, epoch, seq_len)
+        for attempt in range(64):
+            other = f"{hotkey}-elsewhere-{attempt}"
+            first, _ = first_shard(self, run_id, other, epoch, seq_len)
+            if min((first - own) % count, (own - first) % count) >= tokens.ASSIGNED_SHARDS:
+                break
+        return assigned(self, run_id, other, epoch, batch_size, seq_len)
+
+    tokens.TokenData.assigned_batches = elsewhere
 
 
 def _patch_stale():

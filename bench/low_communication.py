@@ -38,12 +38,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from swarm_efficiency import COMMON, standalone, wait_window  # noqa: E402
 
-from hivetrain.localnet.processes import ProcessGroup  # noqa: E402
+from hivetrain.localnet.processes import HIVETRAIN, ProcessGroup  # noqa: E402
 from hivetrain.localnet.swarm import SwarmOptions, prepare_chain, start_neurons  # noqa: E402
 from hivetrain.telemetry import read_metrics  # noqa: E402
 
 BATCH, SEQ, LR = 8, 128, "2e-3"
-MINER = ("-m", "hivetrain")
 UNDEFENDED_MINER = (str(Path(__file__).resolve().parent / "undefended_miner.py"),)
 UNDEFENDED = "+undefended"
 
@@ -132,7 +131,7 @@ def run_baseline(peers: int, seconds: float, out: Path) -> list[Path]:
 
 
 def run_miners(peers: int, seconds: float, flags: list[str], out: Path,
-               program: tuple[str, ...] = MINER) -> list[Path]:
+               program: tuple[str, ...] = HIVETRAIN) -> list[Path]:
     options = SwarmOptions(out_dir=out, miners=peers, validators=0, neuron_flags=COMMON + flags)
     prepare_chain(options)
     with ProcessGroup(grace_seconds=20) as group:
@@ -215,7 +214,7 @@ def main() -> None:
             results["hivemind"] = summarise(dirs, args.warmup)
         for name, flags in configurations(args.inner_steps).items():
             if name in wanted:
-                program = UNDEFENDED_MINER if name.endswith(UNDEFENDED) else MINER
+                program = UNDEFENDED_MINER if name.endswith(UNDEFENDED) else HIVETRAIN
                 dirs = run_miners(args.peers, args.seconds, flags,
                                   Path(tmp) / name.replace("/", "-"), program)
                 results[name] = summarise(dirs, args.warmup)

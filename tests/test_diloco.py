@@ -36,7 +36,7 @@ def dhts():
 def make_peer(dht, start: torch.Tensor, overlap=False):
     param = torch.nn.Parameter(start.clone())
     train = TrainConfig(inner_steps=INNER_STEPS, outer_lr=LR, outer_momentum=MOMENTUM,
-                        matchmaking_time=1.0, averaging_timeout=20.0, batch_size=1,
+                        matchmaking_time=3.0, averaging_timeout=20.0, batch_size=1,
                         overlap=overlap)
     opt = DiLoCoOptimizer(dht, "diloco-test", [param], train,
                           lambda params: torch.optim.SGD(params, lr=1.0),
@@ -204,7 +204,7 @@ def test_only_trainable_parameters_are_averaged(dhts, trainable):
     models = [build_multimodal_model("mm-tiny", 4096, 32, seed=0, mode=trainable) for _ in dhts]
     frozen = {name: p.detach().clone() for name, p in models[0].named_parameters()
               if not p.requires_grad}
-    train = TrainConfig(inner_steps=2, matchmaking_time=1.0, averaging_timeout=20.0, batch_size=1)
+    train = TrainConfig(inner_steps=2, matchmaking_time=3.0, averaging_timeout=20.0, batch_size=1)
     opts = [DiLoCoOptimizer(dht, f"mm-{trainable}", [p for p in m.parameters() if p.requires_grad],
                             train, lambda params: torch.optim.SGD(params, lr=1.0),
                             inner_schedule=lambda step: 1.0, compression=NoCompression(),

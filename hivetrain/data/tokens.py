@@ -149,6 +149,13 @@ class ArrayTokenData(TokenData):
         return np.concatenate([rng.permutation(np.asarray(shards[s], dtype=np.int64))
                                for s in rng.permutation(len(shards))])
 
+    def assigned_window(self, run_id: str, hotkey: str, epoch: int, seq_len: int) -> list[int]:
+        """The :data:`ASSIGNED_SHARDS` consecutive shard indices (wrapping round) that
+        ``(run_id, hotkey, epoch)`` picks: the only data its update may claim to have improved."""
+        count = len(self.shards(seq_len))
+        first = derive_seed("assigned-shard", run_id, hotkey, epoch, seq_len) % count
+        return [(first + i) % count for i in range(min(ASSIGNED_SHARDS, count))]
+
     def assigned_rows(self, run_id: str, hotkey: str, epoch: int, indices,
                       seq_len: int) -> torch.LongTensor:
         """Blocks drawn (with replacement, one hash per sample) from the :data:`ASSIGNED_SHARDS`
@@ -157,9 +164,8 @@ class ArrayTokenData(TokenData):
         if not indices or min(indices) < 0:
             raise ValueError(f"sample indices must be >= 0 and not empty, got {indices[:8]}")
         shards = self.shards(seq_len)
-        first = derive_seed("assigned-shard", run_id, hotkey, epoch, seq_len) % len(shards)
-        pool = np.concatenate([np.asarray(shards[(first + i) % len(shards)], dtype=np.int64)
-                               for i in range(min(ASSIGNED_SHARDS, len(shards)))])
+        pool = np.concatenate([np.asarray(shards[s], dtype=np.int64)
+                               for s in self.assigned_window(run_id, hotkey, epoch, seq_len)])
         picks = [derive_seed("assigned", run_id, hotkey, epoch, seq_len, j) % len(pool)
                  for j in indices]
         return gather(self.train, pool[picks] * seq_len, seq_len)

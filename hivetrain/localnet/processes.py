@@ -20,6 +20,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# How a neuron is started: this interpreter running the installed package.
+HIVETRAIN = ("-m", "hivetrain")
+
 
 class LaunchError(RuntimeError):
     """A neuron died or never came up; the message points at its log file."""
@@ -58,7 +61,7 @@ class ProcessGroup:
         self.stop_all()
 
     def start(self, name: str, run_dir: Path, args: list[str],
-              program: tuple[str, ...] = ("-m", "hivetrain")) -> Neuron:
+              program: tuple[str, ...] = HIVETRAIN) -> Neuron:
         """Start ``python <program> <args>`` with its output in ``run_dir/neuron.log``."""
         run_dir.mkdir(parents=True, exist_ok=True)
         log = open(run_dir / "neuron.log", "ab")

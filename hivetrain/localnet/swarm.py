@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hivetrain.chain import (SubnetParams, create_dev_wallet, init_dev_chain, register_dev,
                              stake_dev)
-from hivetrain.localnet.processes import ProcessGroup
+from hivetrain.localnet.processes import HIVETRAIN, ProcessGroup
 from hivetrain.localnet.report import (progress_line, summarise, validator_line, write_report)
 from hivetrain.miner.neuron import PEER_FILE
 from hivetrain.telemetry import read_metrics
@@ -74,7 +74,7 @@ def neuron_args(role: str, name: str, options: SwarmOptions, extra: list[str] = 
 
 
 def start_neurons(group: ProcessGroup, options: SwarmOptions, validator_flags: list[str] = (),
-                  miner_program: tuple[str, ...] = ("-m", "hivetrain")):
+                  miner_program: tuple[str, ...] = HIVETRAIN):
     """Start the first miner, wait until it has committed its address, then all the others.
 
     ``miner_program`` runs every miner from another entry point (a benchmark's baseline miner)."""

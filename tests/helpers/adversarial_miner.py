@@ -93,18 +93,13 @@ def _patch_wrong_data():
 
     assigned = tokens.TokenData.assigned_batches
 
-    def first_shard(self, run_id, identity, epoch, seq_len):
-        count = len(self.shards(seq_len))
-        return tokens.derive_seed("assigned-shard", run_id, identity, epoch, seq_len) % count, count
-
     def elsewhere(self, run_id, hotkey, epoch, batch_size, seq_len):
-        if not hasattr(self, "shards"):  # a hub stream: no shards to keep apart
+        if not hasattr(self, "assigned_window"):  # a hub stream: no shards to keep apart
             return assigned(self, run_id, hotkey + "-elsewhere", epoch, batch_size, seq_len)
-        own, count = first_shard(self, run_id, hotkey, epoch, seq_len)
+        own = set(self.assigned_window(run_id, hotkey, epoch, seq_len))
         for attempt in range(64):
             other = f"{hotkey}-elsewhere-{attempt}"
-            first, _ = first_shard(self, run_id, other, epoch, seq_len)
-            if min((first - own) % count, (own - first) % count) >= tokens.ASSIGNED_SHARDS:
+            if own.isdisjoint(self.assigned_window(run_id, other, epoch, seq_len)):
                 break
         return assigned(self, run_id, other, epoch, batch_size, seq_len)
 

@@ -39,6 +39,22 @@ def test_a_download_looks_first_at_the_peers_holding_the_best_supported_state(bo
     assert a.holders(2, trainers=3) == set()
 
 
+def test_a_lone_vote_is_enough_only_from_the_reference_of_the_group_this_peer_left(boards):
+    """A group whose other members all differed from it leaves the reference ``G`` one vote."""
+    a, b, c, _ = boards
+    a.publish(3, G)
+    b.publish(3, SPLIT)  # sketches with one vote each: no quorum, the most support is a tie
+    wait_until(lambda: len(c.votes(3)) == 2, 30, "both records of epoch 3")
+    assert "needs 2" in c.judge(3, G, trainers=3, wait=0)
+    assert c.judge(3, G, trainers=3, wait=0, vouched=frozenset({a.peer_id})) is None
+    # A voucher does not make a state the swarm holds less of acceptable.
+    b.publish(3, SPLIT)
+    c.publish(3, SPLIT)
+    wait_until(lambda: len(a.votes(3)) == 3, 30, "the third record of epoch 3")
+    assert "the most support, 2" in a.judge(3, G, trainers=3, wait=0,
+                                            vouched=frozenset({a.peer_id}))
+
+
 def test_a_ban_by_a_majority_of_the_other_publishers_excludes_and_a_lone_one_does_not(boards):
     a, b, c, d = boards
     a.publish(5, G, banned=[d.peer_id])

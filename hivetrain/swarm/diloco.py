@@ -128,6 +128,7 @@ class DiLoCoOptimizer(SwarmView):
         self._scheduled: tuple[StepControl, list] | None = None  # a group found ahead of time
         self._last_report = -float("inf")
         self._agrees_with_swarm = True
+        self._reference_holders: frozenset[str] = frozenset()  # see _check_agreement
         self.bytes_sent = ByteCounter()
         self.rounds_ended = self.rounds_averaged = self.rounds_alone = self.rounds_skipped = 0
         self.last_group: list[str] = []  # the peers of the last all-reduce this peer took part in
@@ -390,7 +391,7 @@ class DiLoCoOptimizer(SwarmView):
         self._adopt_swarm_exclusions()
         if not self._agrees_with_swarm:
             logger.warning("this peer's global parameters differ from its group's: reloading them")
-            self.load_state_from_peers(behind_allowed=1)
+            self.load_state_from_peers(behind_allowed=1, vouched=self._reference_holders)
 
     def _adopt_swarm_exclusions(self) -> None:
         """Ban here too the peers a majority of the swarm's reducers banned (their records of
@@ -442,12 +443,15 @@ class DiLoCoOptimizer(SwarmView):
         A round that failed for some peers but not others, or a part of the all-reduce that never
         arrived, leaves peers with different ``G``; averaging changes never repairs that. The
         reference is the sketch most peers agree with, ties broken by the lowest peer id, so with
-        two peers exactly one of them reloads the other's state.
+        two peers exactly one of them reloads the other's state. A peer that differs remembers
+        which peers held the reference: their one published vote lets it load that state.
         """
-        sketches = [data["sketch"] for _, data in sorted(gathered.items(), key=lambda kv: str(kv[0]))
-                    if isinstance(data, dict) and len(data.get("sketch", ())) == SKETCH_SIZE]
-        if not sketches:
+        valid = [(str(peer), data["sketch"]) for peer, data in sorted(gathered.items(),
+                                                                      key=lambda kv: str(kv[0]))
+                 if isinstance(data, dict) and len(data.get("sketch", ())) == SKETCH_SIZE]
+        if not valid:
             return
+        peers, sketches = zip(*valid)
 
         def close(a, b):
             return all(abs(x - y) <= AGREEMENT_RTOL * max(abs(x), abs(y), 1e-12)
@@ -456,6 +460,8 @@ class DiLoCoOptimizer(SwarmView):
         support = [sum(close(s, other) for other in sketches) for s in sketches]
         reference = sketches[support.index(max(support))]
         self._agrees_with_swarm = close(own_sketch, reference)
+        self._reference_holders = frozenset() if self._agrees_with_swarm else frozenset(
+            peer for peer, s in zip(peers, sketches) if close(s, reference))
 
     def _share_state_priority(self) -> None:
         """Peers download from the newest epoch, and among equals from those in agreement."""
@@ -507,7 +513,8 @@ class DiLoCoOptimizer(SwarmView):
                 _cancel(self._scheduled[0])
             self._pending = self._scheduled = None
 
-    def load_state_from_peers(self, behind_allowed: int = 0) -> bool:
+    def load_state_from_peers(self, behind_allowed: int = 0,
+                              vouched: frozenset[str] = frozenset()) -> bool:
         """Download the swarm's global state, verified, and restart the local round from it.
 
         Each candidate must be finite, of the right shape, and match the sketch a quorum of
@@ -519,17 +526,19 @@ class DiLoCoOptimizer(SwarmView):
 
         :param behind_allowed: epochs the state may be behind this peer's: 1 when this peer's
             ``G`` differs from its group's, whose consensus may carry the epoch before.
+        :param vouched: the peers that held its group's reference ``G`` then: asked first, and
+            one vote of theirs is enough (:meth:`~hivetrain.swarm.state_check.SketchBoard.judge`).
         """
         self._cancel_rounds()
         skip: set[str] = set()
-        prefer = self._majority_holders()
+        prefer = set(vouched) or self._majority_holders()
         for _ in range(MAX_STATE_SOURCES):
             loaded = self.averager.download_state(timeout=self.load_state_timeout, skip=skip,
                                                   prefer=prefer)
             if loaded is None:
                 break
             peer, metadata, tensors = loaded
-            problem, offence = self._state_problem(metadata, tensors, behind_allowed)
+            problem, offence = self._state_problem(metadata, tensors, behind_allowed, vouched)
             if problem is None:
                 self._apply_state(metadata, tensors)
                 logger.info("loaded the global state of epoch %d from %s", self.local_epoch, peer)
@@ -557,8 +566,8 @@ class DiLoCoOptimizer(SwarmView):
                 return holders
         return set()
 
-    def _state_problem(self, metadata, tensors,
-                       behind_allowed: int = 0) -> tuple[str | None, bool]:
+    def _state_problem(self, metadata, tensors, behind_allowed: int = 0,
+                       vouched: frozenset[str] = frozenset()) -> tuple[str | None, bool]:
         """Why a downloaded state must not be used (None if it may), and whether sending it is
         an offence no honest peer commits."""
         n = len(self.global_params)
@@ -576,7 +585,8 @@ class DiLoCoOptimizer(SwarmView):
         if metadata["epoch"] < self.local_epoch - behind_allowed:
             return f"epoch {metadata['epoch']} is behind this peer's {self.local_epoch}", False
         trainers = self._training_peers() - (not self.observer)
-        return self.sketches.judge(metadata["epoch"], sketch(tensors[:n]), trainers), False
+        return self.sketches.judge(metadata["epoch"], sketch(tensors[:n]), trainers,
+                                   vouched=vouched), False
 
     def _apply_state(self, metadata: dict, tensors: list[torch.Tensor]) -> None:
         n = len(self.global_params)

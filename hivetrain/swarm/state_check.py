@@ -116,15 +116,21 @@ class SketchBoard:
         return best if len(best) >= _quorum(trainers) else set()
 
     def judge(self, epoch: int, values: list[float], trainers: int,
-              wait: float = WAIT_SECONDS) -> str | None:
+              wait: float = WAIT_SECONDS, vouched: frozenset[str] = frozenset()) -> str | None:
         """None when ``values`` is what the swarm holds at ``epoch``, else why not.
 
         The state must match the sketch with the most support among the admitted peers'
-        records for ``epoch``, with at least ``min(QUORUM, trainers)`` votes. When no record for
-        that epoch can be read at all (a DHT lookup that found none within ``wait``, seen on
-        loaded machines), the state is let through unverified with a warning: refusing it would
-        leave an honest joiner training alone, and the epoch itself was already corroborated by
-        the swarm's progress quorum.
+        records for ``epoch``, with at least ``min(QUORUM, trainers)`` votes, or with one vote
+        from a peer in ``vouched``: those that held the reference ``G`` of the all-reduce this peer
+        just took part in, when this peer's own ``G`` differed from it. A peer that differs does
+        not publish, so a group of three that all differed left the reference one vote: measured
+        in a fresh-clone run of ``tests/test_proof_of_training.py``, the other two then rejected
+        it every round and the swarm stayed split (and the validator at an older epoch).
+
+        When no record for that epoch can be read at all (a DHT lookup that found none within
+        ``wait``, seen on loaded machines), the state is let through unverified with a warning:
+        refusing it would leave an honest joiner training alone, and the epoch itself was already
+        corroborated by the swarm's progress quorum.
 
         :param trainers: training peers other than this one in the swarm's progress.
         """
@@ -132,9 +138,9 @@ class SketchBoard:
         deadline = time.monotonic() + wait
         while True:
             votes = self.votes(epoch)
-            support = sum(sketches_agree(values, other) for other in votes.values())
-            best = len(_best_supported(votes))
-            if support >= quorum and support >= best:
+            agreeing = {peer for peer, other in votes.items() if sketches_agree(values, other)}
+            support, best = len(agreeing), len(_best_supported(votes))
+            if support >= best and (support >= quorum or agreeing & vouched):
                 return None
             if time.monotonic() >= deadline:
                 if not votes:

@@ -16,7 +16,12 @@ instead of ~23.
   ``min(2, other peers)`` peers other than this one have reached, so a single liar cannot move
   it (in a swarm of two, the one other peer decides, as it must);
 * samples up to ``SAMPLE_SPREAD`` x a peer's fair share of the round (``target / peers``), and
-  rates up to ``RATE_SPREAD`` x the median rate, so no report ends a round early by much.
+  rates up to ``RATE_SPREAD`` x the median rate, so no report ends a round early by much;
+* peers at most ``LAG_EPOCHS`` behind the swarm's epoch. One further behind cannot take part in
+  this round (it must load the state first), yet hivemind counts it as a peer, and the round's
+  target grows with the peers while the sample cap shrinks: measured in a fresh-clone run of
+  ``tests/test_proof_of_training.py``, four peers that could not load a verified state stayed at
+  epoch 5, and the three at epoch 7 (capped at 2/7 of the target each) never ended the round.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from hivemind.utils.timed_storage import ValueWithExpiration, get_dht_time
 SAMPLE_SPREAD = 2.0
 RATE_SPREAD = 4.0
 EPOCH_QUORUM = 2
+LAG_EPOCHS = 1
 EXCLUDE_SECONDS = 600.0
 
 
@@ -93,6 +99,10 @@ class SwarmProgressTracker(ProgressTracker):
         own_epoch = self.local_progress.epoch
         quorum = min(EPOCH_QUORUM, len(others))
         epoch = max(own_epoch, others[quorum - 1] if quorum else own_epoch)
+        by_peer = {peer: entry for peer, entry in by_peer.items()
+                   if peer == self._own_peer or entry[1].get("client_mode")
+                   or entry[1].get("epoch", 0) >= epoch - LAG_EPOCHS}
+        trainers = {peer: v for peer, v in trainers.items() if peer in by_peer}
         share = self.target_batch_size / max(1, len(trainers))
         rates = sorted(v["samples_per_second"] for _, v in by_peer.values())
         rate_cap = RATE_SPREAD * rates[(len(rates) - 1) // 2] if rates else 0.0

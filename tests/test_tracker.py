@@ -1,0 +1,56 @@
+"""What the swarm's progress counts: admitted, corroborated, bounded reports of peers that can
+still take part in the round (hivetrain/swarm/tracker.py)."""
+
+import os
+
+import hivemind
+import pytest
+from hivemind.p2p import PeerID
+from hivemind.utils.timed_storage import ValueWithExpiration, get_dht_time
+
+from hivetrain.swarm.tracker import SwarmProgressTracker
+
+PER_PEER = 40  # samples a peer takes per round: the round's target is PER_PEER x training peers
+
+
+@pytest.fixture
+def tracker():
+    dht = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+    tracker = SwarmProgressTracker(dht, "tracker-test", PER_PEER, start=False)
+    yield tracker
+    dht.shutdown()
+
+
+def record(peer: bytes, epoch: int, samples: int, rate: float = 10.0) -> ValueWithExpiration:
+    value = {"peer_id": peer, "epoch": epoch, "samples_accumulated": samples,
+             "samples_per_second": rate, "time": get_dht_time(), "client_mode": False}
+    return ValueWithExpiration(value, get_dht_time() + 60)
+
+
+def progress(tracker, reports):
+    """The swarm's progress as ``tracker`` reads ``reports`` ((epoch, samples) per other peer),
+    with its own peer at epoch 7, after setting the target the way DiLoCo does."""
+    own = record(tracker.dht.peer_id.to_bytes(), 7, PER_PEER)
+    metadata = {b"own": own}
+    metadata.update({os.urandom(8): record(PeerID(os.urandom(34)).to_bytes(), epoch, samples)
+                     for epoch, samples in reports})
+    tracker.local_progress = tracker.local_progress.copy(update={"epoch": 7})
+    first = tracker._parse_swarm_progress_data(dict(metadata))
+    tracker.target_batch_size = PER_PEER * (first.num_peers - first.num_clients)
+    return tracker._parse_swarm_progress_data(dict(metadata))
+
+
+def test_peers_two_epochs_behind_do_not_hold_the_round_back(tracker):
+    """Measured before this rule: four peers stuck at epoch 5 made the target 7 peers' worth and
+    capped each of the three at epoch 7 at 2/7 of it, so their round never ended."""
+    done = progress(tracker, [(7, PER_PEER), (7, PER_PEER)] + [(5, 0)] * 4)
+    assert (done.epoch, done.num_peers) == (7, 3)
+    assert done.samples_accumulated >= tracker.target_batch_size
+
+
+def test_a_peer_one_epoch_behind_still_counts(tracker):
+    """It is finishing the last all-reduce and is about to join this round: ending the round
+    without it would leave it out of every group."""
+    waiting = progress(tracker, [(7, PER_PEER), (6, 0)])
+    assert waiting.num_peers == 3
+    assert waiting.samples_accumulated < tracker.target_batch_size

@@ -129,3 +129,23 @@ def test_banned_senders_are_ignored():
 def test_nothing_left_means_no_change():
     copies = {0: (torch.full((8,), float("nan")), 1.0)}
     assert torch.equal(robust_mean(copies, NAMES, Verdicts()), torch.zeros(8))
+
+
+def test_a_majority_that_sent_next_to_nothing_cannot_ban_the_peer_that_trained():
+    """The swarm's last average floors the median: without it, the trainer below is 25 x the
+    median of three near-empty copies and banned (measured in a real-process run)."""
+    trained = honest_copies(n=1)[0]
+    copies = {0: trained, **{i: (trained[0] * 0.04, 100.0) for i in (1, 2, 3)}}
+    rms = trained[0].norm().item() / 256 ** 0.5
+    unfloored = Verdicts()
+    robust_mean(copies, NAMES, unfloored)
+    assert set(unfloored.offenders) == {"honest-a"}
+    floored = Verdicts()
+    result = robust_mean(copies, NAMES, floored, reference_rms=0.5 * rms)
+    assert not floored.offenders and not floored.notes
+    assert torch.allclose(result, plain_mean(copies), atol=1e-6)
+    # A scaled copy is still far outside the floored bound.
+    copies[3] = (trained[0] * 1e4, 100.0)
+    scaled = Verdicts()
+    robust_mean(copies, NAMES, scaled, reference_rms=0.5 * rms)
+    assert set(scaled.offenders) == {"attacker"}

@@ -14,6 +14,8 @@ Here the two roles defend themselves, by subclassing hivemind (its files are nev
   (:func:`robust_mean`): non-finite copies and banned senders are dropped, each sender's weight
   is capped at ``WEIGHT_SPREAD`` x the group's median weight, each copy's norm is clipped to
   ``CLIP_FACTOR`` x the median norm (median-norm clipping, as Templar's gauntlet does centrally).
+  The median is floored by the size of the swarm's last applied average over the part, so a
+  group whose majority sent (next to) nothing cannot clip or ban the peer that trained.
   A copy far outside the bounds (``BAN_FACTOR``) is dropped and its sender banned; within reach
   of honest peers it is bounded. With three or more senders, a sender whose copies point against
   the coordinate-wise median over the whole round (a sign-flipped update keeps its norm, not its
@@ -120,13 +122,18 @@ def _lower_median(values: Sequence[float]) -> float:
 
 
 def robust_mean(copies: dict[int, tuple[torch.Tensor, float]], names: Sequence[str],
-                verdicts: Verdicts, banned: Callable[[str], bool] = lambda peer: False
-                ) -> torch.Tensor:
+                verdicts: Verdicts, banned: Callable[[str], bool] = lambda peer: False,
+                reference_rms: float = 0.0) -> torch.Tensor:
     """The bounded weighted mean of every sender's copy of one part.
 
     :param copies: sender index -> (its copy of the part, the weight it claimed).
     :param names: sender index -> peer id (for verdicts).
     :param banned: whether a peer is already banned (its copy is ignored).
+    :param reference_rms: per-element size of the swarm's last applied average (0 before the
+        first): the floor of the median norm. Measured without it (a fresh-clone run of
+        ``tests/test_proof_of_training.py``): in a group of one honest miner and five that
+        trained little or not at all, the median copy was 20-30 x smaller than the honest one,
+        and the honest miner was banned by 3 of 5 peers and scored 0.3 for it.
     :returns: the aggregate; zeros when no copy survives (the part is then left unchanged).
     """
     shape = next(iter(copies.values()))[0].shape
@@ -149,7 +156,8 @@ def robust_mean(copies: dict[int, tuple[torch.Tensor, float]], names: Sequence[s
             return torch.zeros(shape)
         return sum(t * w for t, w in kept.values()) / weight_sum
     median_weight = _lower_median([w for _, w in kept.values()])
-    median_norm = _lower_median([t.norm().item() for t, _ in kept.values()])
+    median_norm = max(_lower_median([t.norm().item() for t, _ in kept.values()]),
+                      reference_rms * math.sqrt(shape.numel()))
     center = torch.stack([t for t, _ in kept.values()]).median(dim=0).values
     total, weight_sum = torch.zeros(shape), 0.0
     for index, (tensor, weight) in kept.items():
@@ -185,8 +193,9 @@ class RobustPartReducer(TensorPartReducer):
     with :func:`robust_mean` instead of summing them as they stream in."""
 
     def __init__(self, part_shapes, num_senders: int, *, sender_names: Sequence[str],
-                 verdicts: Verdicts, banned: Callable[[str], bool]):
+                 verdicts: Verdicts, banned: Callable[[str], bool], reference_rms: float = 0.0):
         self.sender_names, self.verdicts, self.banned = list(sender_names), verdicts, banned
+        self.reference_rms = reference_rms
         self.copies: dict[int, tuple[torch.Tensor, float]] = {}
         super().__init__(part_shapes, num_senders)
 
@@ -219,8 +228,8 @@ class RobustPartReducer(TensorPartReducer):
         assert self.current_part_accumulated_from <= self.num_current_senders
         if self.current_part_accumulated_from == self.num_current_senders:
             shape = self.part_shapes[self.current_part_index]
-            result = robust_mean(self.copies, self.sender_names, self.verdicts, self.banned) \
-                if self.copies else torch.zeros(shape)
+            result = robust_mean(self.copies, self.sender_names, self.verdicts, self.banned,
+                                 self.reference_rms) if self.copies else torch.zeros(shape)
             self.current_part_future.set_result(result)
             self.reset_accumulators()
 
@@ -241,7 +250,7 @@ class RobustAllReduceRunner(AllReduceRunner):
         self.tensor_part_reducer = RobustPartReducer(
             tuple(part.shape for part in self.parts_for_local_averaging), len(self.sender_peer_ids),
             sender_names=[str(peer) for peer in self.sender_peer_ids], verdicts=self.verdicts,
-            banned=banned)
+            banned=banned, reference_rms=reference_rms)
         container = self.tensor_part_container
         # This peer's own change, per element: the floor of the bound for parts where its own
         # copy happens to be small (an honest average there can be many times that copy).

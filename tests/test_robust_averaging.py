@@ -122,7 +122,7 @@ def closest_honest_result(start, reference, consumed, rounds, mode):
                                   for i in group) / total
     best = (float("inf"), None)
     for grouping in itertools.product(options, repeat=rounds):
-        if mode == "bad_reduce" and grouping[0] is not None and len(options) > 1:
+        if mode == "bad_reduce" and grouping[0] is not None:
             continue  # every honest peer refuses the first round's bad part
         expected = nesterov(start, [None if g is None else means[r, g] for r, g in enumerate(grouping)])
         travelled = (expected - start).norm()

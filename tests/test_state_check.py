@@ -48,7 +48,6 @@ def test_a_lone_vote_is_enough_only_from_the_reference_of_the_group_this_peer_le
     assert "needs 2" in c.judge(3, G, trainers=3, wait=0)
     assert c.judge(3, G, trainers=3, wait=0, vouched=frozenset({a.peer_id})) is None
     # A voucher does not make a state the swarm holds less of acceptable.
-    b.publish(3, SPLIT)
     c.publish(3, SPLIT)
     wait_until(lambda: len(a.votes(3)) == 3, 30, "the third record of epoch 3")
     assert "the most support, 2" in a.judge(3, G, trainers=3, wait=0,

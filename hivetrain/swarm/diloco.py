@@ -41,7 +41,7 @@ from hivemind.utils.timed_storage import get_dht_time
 
 from hivetrain.config import TrainConfig
 from hivetrain.swarm.averager import SwarmAverager
-from hivetrain.swarm.state_check import SKETCH_SIZE, SketchBoard, finite, sketch
+from hivetrain.swarm.state_check import SKETCH_SIZE, SketchBoard, finite, sketch, sketches_agree
 from hivetrain.swarm.tracker import SwarmProgressTracker
 from hivetrain.swarm.traffic import ByteCounter, CountingCompression
 from hivetrain.swarm.updates import UpdateHistory
@@ -454,8 +454,7 @@ class DiLoCoOptimizer(SwarmView):
         peers, sketches = zip(*valid)
 
         def close(a, b):
-            return all(abs(x - y) <= AGREEMENT_RTOL * max(abs(x), abs(y), 1e-12)
-                       for x, y in zip(a, b))
+            return sketches_agree(a, b, AGREEMENT_RTOL)
 
         support = [sum(close(s, other) for other in sketches) for s in sketches]
         reference = sketches[support.index(max(support))]

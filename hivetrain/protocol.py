@@ -43,6 +43,10 @@ IGNORE_LABEL = -100  # a label the loss skips (image positions, padding)
 ANSWER_DOMAIN = b"hivetrain/probe-answer/1\n"
 UPDATE_DOMAIN = b"hivetrain/update/1\n"
 Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# A libp2p peer id in base58 (hivemind's PeerID.to_base58), as committed on chain.
+PeerIdText = Annotated[str, Field(pattern=r"^[1-9A-HJ-NP-Za-km-z]{16,128}$")]
+# Averaging groups named in an update envelope (the envelope travels in one HTTP header).
+MAX_GROUP = 256
 
 # Token ids, or the negative placeholders of an image span (hivetrain.model.image_tokens).
 TokenId = Annotated[int, Field(ge=LOWEST_PLACEHOLDER, lt=2**31)]
@@ -211,6 +215,9 @@ class UpdateEnvelope(BaseModel):
     samples: Annotated[int, Field(ge=0)]
     numel: Annotated[int, Field(ge=1)]
     digest: Digest
+    # The peers this update was averaged with (this miner's own DHT peer id among them); empty
+    # when it averaged alone. Validators check the swarm's outer step against this group.
+    group: Annotated[list[PeerIdText], Field(max_length=MAX_GROUP)] = []
     hotkey: str
     caller_hotkey: str
     request_nonce: int
@@ -227,10 +234,11 @@ class UpdateEnvelope(BaseModel):
 
 
 def sign_update(signer, *, epoch: int, samples: int, numel: int, digest: str, caller_hotkey: str,
-                request_nonce: int, request_sha256: str) -> UpdateEnvelope:
+                request_nonce: int, request_sha256: str, group=()) -> UpdateEnvelope:
     """The envelope of one update response, bound to the request it answers."""
     return _signed(signer, UpdateEnvelope, dict(
-        epoch=epoch, samples=samples, numel=numel, digest=digest, caller_hotkey=caller_hotkey,
+        epoch=epoch, samples=samples, numel=numel, digest=digest, group=list(group)[:MAX_GROUP],
+        caller_hotkey=caller_hotkey,
         request_nonce=request_nonce, request_sha256=request_sha256))
 
 

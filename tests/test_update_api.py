@@ -78,6 +78,17 @@ def test_a_kept_update_arrives_bit_for_bit_with_a_signed_envelope(miner, history
     assert reply.nbytes == 4 * (300 * 7 + 5)
 
 
+def test_the_envelope_names_the_group_the_update_was_averaged_with(miner, history):
+    """Named after the all-reduce (the update was recorded before it), signed with the rest."""
+    group = ["QmPeerBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", "QmPeerAAAAAAAAAAAAAAAAAAAAAAAA"]
+    digest = history.get(3).digest
+    history.set_group(3, group)
+    reply, reason = fetch(miner.port, 3)
+    assert isinstance(reply, UpdateReply), reason
+    assert reply.envelope.group == sorted(group) and reply.envelope.signature_valid()
+    assert reply.envelope.digest == digest == update_digest(reply.tensors)
+
+
 def test_an_epoch_not_kept_is_missing_not_silence(miner):
     assert fetch(miner.port, 9)[0] == MISSING
 

@@ -244,6 +244,7 @@ def create_app(keypair, *, authorize: Callable[[str], Optional[str]],
             state = request.state
             envelope = sign_update(signer, epoch=kept.epoch, samples=kept.samples,
                                    numel=sum(t.numel() for t in kept.tensors), digest=kept.digest,
+                                   group=kept.group,
                                    caller_hotkey=state.caller, request_nonce=state.nonce,
                                    request_sha256=state.body_sha256)
             return StreamingResponse(_chunks(kept.tensors), media_type="application/octet-stream",

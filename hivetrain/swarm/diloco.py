@@ -74,6 +74,21 @@ class _Round:
     change: list[torch.Tensor]
     sketch: list[float]
     averaged: list[torch.Tensor] | None = None
+    epoch: int | None = None  # the epoch whose change is averaged (named in the update kept)
+
+
+@dataclass(frozen=True)
+class OuterState:
+    """One epoch's outer-optimizer state, as :meth:`DiLoCoOptimizer.outer_state` copies it.
+
+    :param momentum: the Nesterov momentum buffers; None before the first outer step.
+    """
+
+    epoch: int
+    params: list[torch.Tensor]
+    momentum: list[torch.Tensor] | None
+    lr: float
+    mu: float
 
 
 def _cancel(control: StepControl) -> None:
@@ -300,7 +315,7 @@ class DiLoCoOptimizer(SwarmView):
                 buffer.copy_(tensor)
         control.weight = float(samples)
         control.allow_allreduce()
-        return _Round(control, change, sketch)
+        return _Round(control, change, sketch, epoch=self.local_epoch)
 
     def _finish(self, round_: _Round) -> list[torch.Tensor] | None:
         """The averaged change of ``round_``; this peer's own change when the round failed; None
@@ -321,6 +336,8 @@ class DiLoCoOptimizer(SwarmView):
             self.rounds_alone += 1
             return round_.change if finite(round_.change) else None
         self.last_group = sorted(str(peer) for peer in gathered)
+        if not self.observer and round_.epoch is not None:
+            self.updates.set_group(round_.epoch, self.last_group)
         self._judge(result["verdicts"])
         with self.averager.get_tensors() as buffers:
             averaged = [buffer.clone() for buffer in buffers]
@@ -635,6 +652,16 @@ class DiLoCoOptimizer(SwarmView):
 
     def load_global_state(self) -> None:
         self.load_state_from_peers()
+
+    def outer_state(self) -> OuterState:
+        """``G`` and the outer momentum of this epoch, copied together under the lock: from two
+        consecutive epochs' a validator derives the change the swarm averaged between them."""
+        with self._lock:
+            momentum = [self.outer.state.get(g, {}).get("momentum_buffer") for g in self.global_params]
+            return OuterState(
+                self.local_epoch, [g.detach().clone() for g in self.global_params],
+                None if momentum[0] is None else [m.detach().clone() for m in momentum],
+                self.train.outer_lr, self.train.outer_momentum)
 
     def state_dict(self) -> dict:
         with self._lock:

@@ -9,6 +9,7 @@ sent (after a round-trip through the averaging compression) with the sample coun
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
@@ -27,11 +28,15 @@ class Update:
     :param epoch: the epoch ``e`` of the global parameters ``G_e`` the round started from.
     :param tensors: ``G_e - theta`` per trainable parameter, float32 on the CPU.
     :param samples: the weight (samples trained) this peer claimed in the all-reduce.
+    :param group: the DHT peer ids of the group it was averaged with (empty until the
+        all-reduce gathered one, and for a round this peer ended alone): a validator checks
+        the swarm's outer step against the updates of exactly this group.
     """
 
     epoch: int
     tensors: tuple[torch.Tensor, ...]
     samples: int
+    group: tuple[str, ...] = ()
 
     @cached_property
     def digest(self) -> str:
@@ -64,6 +69,17 @@ class UpdateHistory:
             while len(self._updates) > self.keep:
                 self._updates.popitem(last=False)
         return update
+
+    def set_group(self, epoch: int, group) -> None:
+        """Name the peers ``epoch``'s update was averaged with (known only once the all-reduce
+        gathered them, after the update was recorded)."""
+        with self._lock:
+            kept = self._updates.get(epoch)
+            if kept is not None:
+                named = dataclasses.replace(kept, group=tuple(sorted(group)))
+                if "digest" in kept.__dict__:  # same tensors: keep the hash (0.5 GB on gpt2)
+                    named.__dict__["digest"] = kept.__dict__["digest"]
+                self._updates[epoch] = named
 
     def get(self, epoch: int) -> Update | None:
         with self._lock:

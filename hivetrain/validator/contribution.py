@@ -179,4 +179,4 @@ def outcome_record(outcome: UpdateOutcome) -> dict:
     return {"status": outcome.status, "epoch": outcome.epoch, "samples": outcome.samples,
             "assigned_gain": outcome.assigned_gain, "random_gain": outcome.random_gain,
             "copy_of": outcome.copy_of, "copy_cosine": outcome.copy_cosine,
-            "detail": outcome.reason}
+            "average_share": outcome.average_share, "detail": outcome.reason}

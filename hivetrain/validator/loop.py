@@ -44,10 +44,11 @@ from hivetrain.model.inputs import model_inputs, request_fields, request_inputs
 from hivetrain.model.probe import cosine, param_digest, probe_loss_and_grad
 from hivetrain.protocol import ProbeRequest
 from hivetrain.telemetry import Telemetry
-from hivetrain.validator import rotation
+from hivetrain.validator import consistency, rotation
 from hivetrain.validator import state as score_store
 from hivetrain.validator.contribution import ContributionChecker, outcome_record
 from hivetrain.validator.prober import ProbeReply, probe_miners
+from hivetrain.validator.update_client import UpdateReply
 from hivetrain.validator.scoring import (SCORE_ACCEPTABLE, SCORE_UNACCEPTABLE, ProbeOutcome,
                                          ScoreState, Tolerances, classify, combine, judge_updates,
                                          update_ema)
@@ -121,6 +122,8 @@ class Validator:
         self.reference_model = copy.deepcopy(model)
         self.snapshots: dict[int, dict] = {}  # epoch -> parameters, for the recent epochs only
         self.snapshot_digests: dict[int, str] = {}  # epoch -> param_digest of that snapshot
+        # epoch -> G and outer momentum (diloco): two consecutive ones give the averaged change
+        self.outer_states: dict[int, object] = {}
         self.checker = ContributionChecker(self.reference_model, data, run_id, seq_len,
                                            cfg.probe_batch_size, cfg.update_batches, cfg.timeout)
         self.checked_epoch: int | None = None
@@ -170,14 +173,18 @@ class Validator:
             logger.info("loaded swarm state at epoch %d", self.opt.local_epoch)
         epoch = self.opt.local_epoch
         snapshots, digests = dict(self.snapshots), dict(self.snapshot_digests)
+        outer_states = dict(self.outer_states)
         if epoch not in snapshots:
             snapshots[epoch] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             digests[epoch] = param_digest(self.model)
+            if hasattr(self.opt, "outer_state"):
+                outer_states[epoch] = self.opt.outer_state()
         keep = max(self.cfg.max_epoch_lag, SNAPSHOT_EPOCHS)
         kept = [e for e in snapshots if e >= epoch - keep]
         # Replaced, not edited in place: probe_all reads them while this runs in a thread.
         self.snapshot_digests = {e: digests[e] for e in kept}
         self.snapshots = {e: snapshots[e] for e in kept}
+        self.outer_states = {e: outer_states[e] for e in kept if e in outer_states}
         return epoch
 
     def run_round(self) -> list[RoundResult]:
@@ -264,6 +271,7 @@ class Validator:
             outcomes[uid] = dataclasses.replace(
                 outcome, announced_digest=announced,
                 previous_accepted=previous is not None and previous[0] == SCORE_ACCEPTABLE)
+        outcomes = self.check_consistency(checked, fetched, outcomes)
         judged = judge_updates(outcomes)
         self.checked_epoch = checked
         kept = rotation.keep_verdicts(
@@ -282,6 +290,37 @@ class Validator:
         return {uid: float(outcomes[uid].samples) if score == SCORE_ACCEPTABLE else 0.0
                 for uid, (score, _) in judged.items()
                 if score is not None or outcomes[uid].status == "missing"}
+
+    def check_consistency(self, epoch: int, fetched, outcomes: dict) -> dict:
+        """``outcomes`` with each averaging-group member's share of the swarm's outer step from
+        ``epoch`` to ``epoch + 1`` and, for a member whose published update does not explain its
+        share, why (validator/consistency.py). Unchanged when we lack the two epochs' copies."""
+        before, after = self.outer_states.get(epoch), self.outer_states.get(epoch + 1)
+        if before is None or after is None or self.opt.train.overlap:
+            # With overlap the step from e to e + 1 applies round e - 1's average: not checked.
+            return outcomes
+        try:
+            peers_by_uid = self.chain.committed_peer_ids_by_uid()
+        except Exception as error:  # the chain is unreachable for a moment: unchecked this epoch
+            logger.warning("could not read the miners' DHT identities from the chain: %s", error)
+            return outcomes
+        published = {uid: consistency.Published(
+            torch.cat([t.reshape(-1) for t in reply.tensors]), reply.envelope.samples,
+            frozenset(reply.envelope.group))
+            for uid, (reply, _) in fetched.replies.items() if isinstance(reply, UpdateReply)}
+        change, gap = consistency.averaged_change(before, after)
+        found = consistency.check(change, gap, published, peers_by_uid)
+        logger.info("epoch %d outer step vs published updates: %s%s (group %s, residual %.3f, "
+                    "shares %s)", epoch, found.status, f": {found.reason}" if found.reason else "",
+                    list(found.members), found.residual,
+                    {uid: round(share, 3) for uid, share in found.shares.items()})
+        self.telemetry.log("consistency", epoch=epoch, status=found.status, reason=found.reason,
+                           members=list(found.members), residual=found.residual,
+                           derivation_gap=found.derivation_gap, flagged=sorted(found.flagged),
+                           shares={str(uid): share for uid, share in found.shares.items()})
+        return {uid: dataclasses.replace(outcome, average_share=found.shares.get(uid, math.nan),
+                                         inconsistency=found.flagged.get(uid))
+                for uid, outcome in outcomes.items()}
 
     def swarm_exclusions(self, epoch: int) -> dict[int, str]:
         """uid -> why, for the miners whose DHT identity a majority of the swarm's reducers

@@ -166,6 +166,10 @@ class UpdateOutcome:
     digest: Optional[str] = None
     announced_digest: Optional[str] = None
     previous_accepted: bool = False  # the miner's update of the previously checked epoch passed
+    # Its fitted share of the swarm's outer step over its claimed one (validator/consistency.py;
+    # nan when not a member of the checked group), and why that does not fit (None: it does).
+    average_share: float = math.nan
+    inconsistency: Optional[str] = None
 
     @property
     def gap(self) -> float:
@@ -218,6 +222,8 @@ def _judge_alone(o: UpdateOutcome, tol: UpdateTolerances) -> tuple[Optional[floa
         return SCORE_UNACCEPTABLE, f"stale update: epoch {o.epoch}, asked for {o.expected_epoch}"
     if o.announced_digest is not None and o.announced_digest != o.digest:
         return SCORE_UNACCEPTABLE, "serves another update than its probe answer announced"
+    if o.inconsistency is not None:
+        return SCORE_UNACCEPTABLE, o.inconsistency
     if not (math.isfinite(o.assigned_gain) and math.isfinite(o.random_gain)):
         return SCORE_UNACCEPTABLE, "the update makes the loss non-finite"
     facts = f"gain assigned {o.assigned_gain:.3f} random {o.random_gain:.3f}"

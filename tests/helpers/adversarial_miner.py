@@ -8,7 +8,8 @@ miner otherwise trains and serves exactly like ``hivetrain miner``.
 
 Proof-of-training modes (probes answered honestly; what it trains or serves as its update is
 what cheats), see the block at the end: ``freeloader``, ``copier``, ``wrong_data``, ``lazy``,
-``stale``, and ``proxy`` (serves another miner's probe answers and update as its own).
+``stale``, ``proxy`` (serves another miner's probe answers and update as its own) and
+``two_faced`` (publishes its honest update, averages another).
 """
 
 import random
@@ -60,8 +61,10 @@ def cheating_probe(self, request):
 #   proxy       trains nothing; forwards each probe and each update request to another miner
 #               (the same source and colluder as the copier) and serves that miner's answers,
 #               re-signed by its own hotkey, as its own.
+#   two_faced   trains and publishes exactly like an honest miner, but sends its change
+#               sign-flipped into the all-reduce: same norm, so no reducer bound catches it.
 # The source miner is HIVETRAIN_COPY_FROM (hotkey) at HIVETRAIN_COPY_AT (ip:port of its API).
-TRAINING_MODES = ("freeloader", "copier", "wrong_data", "lazy", "stale", "proxy")
+TRAINING_MODES = ("freeloader", "copier", "wrong_data", "lazy", "stale", "proxy", "two_faced")
 
 
 def _patch_inner_steps(every):
@@ -118,6 +121,19 @@ def _patch_stale():
         return Update(epoch, old.tensors, old.samples)
 
     service.MinerService.update = update
+
+
+def _patch_two_faced():
+    """Average ``-change`` where the honest miner averages ``change``; the update it keeps and
+    serves (recorded before the all-reduce) stays the honest one."""
+    from hivetrain.swarm import diloco
+
+    average = diloco.DiLoCoOptimizer._average
+
+    def flipped(self, change, samples):
+        return average(self, [-tensor for tensor in change], samples)
+
+    diloco.DiLoCoOptimizer._average = flipped
 
 
 def _colluding_source():
@@ -185,6 +201,8 @@ if MODE in TRAINING_MODES:
         _patch_inner_steps(10)
     elif MODE == "stale":
         _patch_stale()
+    elif MODE == "two_faced":
+        _patch_two_faced()
 else:
     service.MinerService.probe = cheating_probe
 

@@ -1,0 +1,126 @@
+"""The swarm's outer step against the updates its group published (validator/consistency.py).
+
+The derivation of the averaged change is tested against torch's own Nesterov SGD step; the
+attribution on synthetic groups with one member that sent something other than it published.
+The same check against real processes (a sign-flipping miner beside two honest ones) is in
+tests/test_consistency_swarm.py.
+"""
+
+import math
+
+import pytest
+import torch
+
+from hivetrain.swarm.diloco import OuterState
+from hivetrain.validator.consistency import Published, averaged_change, check
+
+LR, MU = 0.7, 0.9
+PEERS = {1: {"PeerAAAAAAAAAAAAAAAAA1"}, 2: {"PeerAAAAAAAAAAAAAAAAA2"},
+         3: {"PeerAAAAAAAAAAAAAAAAA3"}, 4: {"PeerAAAAAAAAAAAAAAAAA4"}}
+GROUP = frozenset(next(iter(p)) for p in PEERS.values())
+
+
+def outer_steps(changes):
+    """OuterStates before and after each of ``changes``, stepped by torch's Nesterov SGD."""
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(1000))
+    opt = torch.optim.SGD([param], lr=LR, momentum=MU, nesterov=True)
+    states = []
+
+    def snapshot(epoch):
+        momentum = opt.state.get(param, {}).get("momentum_buffer")
+        states.append(OuterState(epoch, [param.detach().clone()],
+                                 None if momentum is None else [momentum.clone()], LR, MU))
+
+    snapshot(0)
+    for epoch, change in enumerate(changes, start=1):
+        param.grad = change.clone()
+        opt.step()
+        snapshot(epoch)
+    return states
+
+
+def test_the_averaged_change_is_recovered_from_two_consecutive_outer_states():
+    changes = [torch.randn(1000) * 0.01 for _ in range(3)]
+    states = outer_steps(changes)
+    for epoch, change in enumerate(changes):  # the first step has no momentum before it
+        derived, gap = averaged_change(states[epoch], states[epoch + 1])
+        assert torch.allclose(derived, change, atol=1e-5), epoch
+        assert gap < 1e-3
+    # Two epochs apart (the validator missed one): the derivations disagree, nothing is judged.
+    _, gap = averaged_change(states[1], states[3])
+    assert gap > 0.1
+
+
+def updates(n=4, numel=1000, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(numel, generator=generator) * 0.01 for _ in range(n)]
+
+
+def published(vectors, samples, groups=None):
+    return {uid: Published(vector, samples[uid - 1], groups.get(uid, GROUP) if groups else GROUP)
+            for uid, vector in enumerate(vectors, start=1)}
+
+
+def test_an_honest_group_is_consistent_with_shares_near_one():
+    vectors, samples = updates(), [40, 80, 40, 40]
+    average = sum(s * v for s, v in zip(samples, vectors)) / sum(samples)
+    found = check(average, 0.0, published(vectors, samples), PEERS)
+    assert found.status == "consistent", found
+    assert all(abs(share - 1) < 1e-3 for share in found.shares.values()), found.shares
+    assert found.residual < 1e-3
+
+
+@pytest.mark.parametrize("sent", ["sign_flipped", "other_vector", "zeros"])
+def test_a_member_that_averaged_something_else_is_named(sent):
+    vectors, samples = updates(), [40, 40, 40, 40]
+    actually = {"sign_flipped": -vectors[3], "other_vector": updates(1, seed=7)[0],
+                "zeros": torch.zeros(1000)}[sent]
+    average = (vectors[0] + vectors[1] + vectors[2] + actually) / 4
+    found = check(average, 0.0, published(vectors, samples), PEERS)
+    assert found.status == "inconsistent", found
+    assert set(found.flagged) == {4}, found.shares
+    assert "outer step" in found.flagged[4]
+
+
+def test_in_a_pair_the_member_whose_share_fits_is_believed():
+    """Two members, one sign-flipped: one share fits, so the other is the one that lied."""
+    vectors, samples = updates(2), [40, 40]
+    pair = frozenset(next(iter(PEERS[uid])) for uid in (1, 2))
+    found = check((vectors[0] - vectors[1]) / 2, 0.0,
+                  published(vectors, samples, {1: pair, 2: pair}), PEERS)
+    assert found.status == "inconsistent" and set(found.flagged) == {2}, found
+
+
+def test_a_copier_or_a_freeloader_beside_its_source_frames_nobody():
+    """Uid 3 republishes uid 1's update and averaged nothing (zeros, full claim); uid 4 trained
+    nothing and published zeros. No fit tells 1 from 3, so neither is flagged here."""
+    vectors, samples = updates(), [40, 40, 40, 40]
+    vectors[2], vectors[3] = vectors[0].clone(), torch.zeros(1000)
+    average = (vectors[0] + vectors[1]) / 4
+    found = check(average, 0.0, published(vectors, samples), PEERS)
+    assert found.status == "consistent" and not found.flagged, found
+    assert found.shares[2] == pytest.approx(1.0, abs=1e-3), found.shares
+
+
+def test_a_group_named_by_one_member_only_frames_nobody():
+    """Uid 4 names 1, 2, 3 into its group; they averaged without it. The group {1, 2, 3, 4}
+    has one vote of four, the group {1, 2, 3} three of three: only that one is checked."""
+    vectors, samples = updates(), [40, 40, 40, 40]
+    trio = frozenset(next(iter(PEERS[uid])) for uid in (1, 2, 3))
+    groups = {1: trio, 2: trio, 3: trio}
+    average = (vectors[0] + vectors[1] + vectors[2]) / 3
+    found = check(average, 0.0, published(vectors, samples, groups), PEERS)
+    assert found.status == "consistent" and found.members == (1, 2, 3), found
+
+
+def test_nothing_is_judged_when_the_copies_are_not_one_step_apart_or_a_member_is_unfetched():
+    vectors, samples = updates(), [40, 40, 40, 40]
+    average = -sum(vectors) / 4  # would flag everyone if judged
+    assert check(average, 0.5, published(vectors, samples), PEERS).status == "inconclusive"
+    partial = {uid: p for uid, p in published(vectors, samples).items() if uid != 2}
+    assert check(average, 0.0, partial, PEERS).status == "inconclusive"
+    # Most shares off: the average is not this group's (another group's state was fetched).
+    found = check(average, 0.0, published(vectors, samples), PEERS)
+    assert found.status == "inconclusive" and not found.flagged, found
+    assert all(math.isfinite(s) for s in found.shares.values())

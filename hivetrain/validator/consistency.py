@@ -29,10 +29,12 @@ from typing import Mapping, Sequence
 import torch
 
 # Fitted share / claimed share outside this band is inconsistent. Measured on processes
-# (tests/test_consistency_swarm.py, docs/validation.md): honest members of honest groups
-# 1.000 (residual <= 0.001); beside a sign-flipping member, whose contribution the robust
-# reducers partly clip, honest 0.444-2.135 and the flipper -1.0 to -0.07.
-SHARE_BAND = (0.25, 4.0)
+# (docs/validation.md): honest members of honest groups 1.000 (residual <= 0.001); beside a
+# sign-flipping member, whose contribution the robust reducers partly clip, honest 0.444-2.135
+# and the flipper -1.0 to -0.07; an honest miner among members that trained little (lazy,
+# freeloader), whose larger update the reducers clip toward the median norm, down to 0.41.
+# Clipping only shrinks a share, so the floor sits well under the honest and above a liar's.
+SHARE_BAND = (0.1, 4.0)
 # The two derivations of D (from G, from the momentum) differ by fp16 rounding of the downloaded
 # momentum (measured 0.0006 to 0.0012 of |D|) when the copies are one outer step apart.
 MAX_DERIVATION_GAP = 0.1

@@ -489,8 +489,8 @@ class DiLoCoOptimizer(SwarmView):
         and with overlap the finished average of the round whose outer step is still to come."""
         with self._lock:
             n = len(self.global_params)
-            momentum = [self.outer.state.get(g, {}).get("momentum_buffer") for g in self.global_params]
-            has_momentum = momentum[0] is not None
+            momentum = self._momentum_buffers()
+            has_momentum = momentum is not None
             pending = self._finished_pending()
             tensors = [g.detach().clone() for g in self.global_params]
             roles = [TensorRole.PARAMETER] * n
@@ -657,11 +657,17 @@ class DiLoCoOptimizer(SwarmView):
         """``G`` and the outer momentum of this epoch, copied together under the lock: from two
         consecutive epochs' a validator derives the change the swarm averaged between them."""
         with self._lock:
-            momentum = [self.outer.state.get(g, {}).get("momentum_buffer") for g in self.global_params]
+            momentum = self._momentum_buffers()
             return OuterState(
                 self.local_epoch, [g.detach().clone() for g in self.global_params],
-                None if momentum[0] is None else [m.detach().clone() for m in momentum],
+                None if momentum is None else [m.detach().clone() for m in momentum],
                 self.train.outer_lr, self.train.outer_momentum)
+
+    def _momentum_buffers(self) -> list[torch.Tensor] | None:
+        """The outer optimizer's momentum per global parameter (not copied; call under the
+        lock); None before the first outer step created them."""
+        momentum = [self.outer.state.get(g, {}).get("momentum_buffer") for g in self.global_params]
+        return None if momentum[0] is None else momentum
 
     def state_dict(self) -> dict:
         with self._lock:

@@ -116,7 +116,7 @@ class ContributionChecker:
                 outcomes[uid] = self._evaluate(reply, hotkeys[uid], epoch, base, random_batches,
                                                random_before, derive_seed(seed, "assigned", uid))
                 if outcomes[uid].status == "ok":
-                    vectors[uid] = torch.cat([t.reshape(-1) for t in reply.tensors])
+                    vectors[uid] = reply.vector
         self._restore(base)
         outcomes = _with_copies(outcomes, vectors)
         cost.seconds = fetched.seconds + time.monotonic() - started

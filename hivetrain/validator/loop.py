@@ -304,9 +304,8 @@ class Validator:
         except Exception as error:  # the chain is unreachable for a moment: unchecked this epoch
             logger.warning("could not read the miners' DHT identities from the chain: %s", error)
             return outcomes
-        published = {uid: consistency.Published(
-            torch.cat([t.reshape(-1) for t in reply.tensors]), reply.envelope.samples,
-            frozenset(reply.envelope.group))
+        published = {uid: consistency.Published(reply.vector, reply.envelope.samples,
+                                                frozenset(reply.envelope.group))
             for uid, (reply, _) in fetched.replies.items() if isinstance(reply, UpdateReply)}
         change, gap = consistency.averaged_change(before, after)
         found = consistency.check(change, gap, published, peers_by_uid)

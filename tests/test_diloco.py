@@ -218,9 +218,15 @@ def test_only_trainable_parameters_are_averaged(dhts, trainable):
                    timeout=60, what="both peers to see each other's progress")
 
         def one_round(opt):
+            # One step of change, then zero gradients until the round ends: a peer's step count
+            # depends on thread scheduling (CI: one peer took hundreds while the other's thread
+            # waited), and a change growing with it made the starved peer's receiver refuse an
+            # honest average hundreds of times its own change.
+            grad = 1e-3
             while opt.local_epoch < 1:
                 for p in opt.params:
-                    p.grad = torch.full_like(p, 1e-3)
+                    p.grad = torch.full_like(p, grad)
+                grad = 0.0
                 opt.step()
 
         in_parallel(*(lambda o=o: one_round(o) for o in opts))

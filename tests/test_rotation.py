@@ -3,23 +3,23 @@
 import pytest
 
 from hivetrain.config import ValidatorConfig
+from hivetrain.data.tokens import derive_seed
 from hivetrain.validator import rotation
 
 HOTKEY = "5Validator"
 
 
 @pytest.mark.parametrize("miners,capacity", [(7, 7), (7, 3), (10, 1), (256, 13), (5, 100)])
-def test_every_miner_is_checked_once_per_cycle_within_the_budget(miners, capacity):
+def test_the_groups_cover_every_miner_once_within_the_budget(miners, capacity):
     uids = list(range(miners))
     cycle = rotation.plan(uids, 0, HOTKEY, capacity).cycle
     assert cycle == -(-miners // min(capacity, miners))
-    for start in (0, 5, 1234):  # any window of `cycle` consecutive epochs covers everyone once
-        seen = []
-        for epoch in range(start, start + cycle):
-            chosen = rotation.plan(uids, epoch, HOTKEY, capacity)
-            assert len(chosen.selected) <= capacity
-            seen += chosen.selected
-        assert sorted(seen) == uids
+    seen = []
+    for draw in range(cycle):  # the draw picks one of `cycle` disjoint groups
+        chosen = rotation.plan(uids, draw, HOTKEY, capacity)
+        assert len(chosen.selected) <= capacity and chosen.phase == draw
+        seen += chosen.selected
+    assert sorted(seen) == uids
 
 
 def test_the_plan_is_deterministic_and_validators_differ():
@@ -28,6 +28,24 @@ def test_the_plan_is_deterministic_and_validators_differ():
     assert first == rotation.plan(list(reversed(uids)), 17, HOTKEY, 8)
     other = rotation.plan(uids, 17, "5Another", 8)
     assert first.cycle == other.cycle and first.selected != other.selected
+
+
+@pytest.mark.parametrize("cycle", [2, 3, 5])
+def test_a_miner_that_trains_only_the_epochs_it_expects_to_be_checked_is_caught(cycle):
+    """The dodger of docs/validation.md trains only the epochs ``e`` in which ``e mod cycle``
+    would have picked its group. With the group drawn from each checking round's block hash it
+    is checked in an epoch it did not train in about ``(cycle - 1) / cycle`` of its checks."""
+    uids = list(range(cycle))  # capacity 1: one miner per group
+    dodger = rotation.order(uids, HOTKEY)[0]  # group 0: trains the epochs e = 0 mod cycle
+    checks = untrained = 0
+    for epoch in range(3000):
+        block_hash = f"0x{derive_seed('block', epoch):032x}"
+        chosen = rotation.plan(uids, derive_seed(block_hash, HOTKEY, "rotation", epoch), HOTKEY, 1)
+        if dodger in chosen.selected:
+            checks += 1
+            untrained += epoch % cycle != 0
+    assert checks == pytest.approx(3000 / cycle, rel=0.15)
+    assert untrained / checks == pytest.approx((cycle - 1) / cycle, abs=0.05)
 
 
 def test_no_miners_and_everyone_fits():

@@ -196,7 +196,7 @@ class Validator:
         uids = [uid for uid in metagraph.uids if uid != self.uid]
         requests = {uid: self.make_request(block_hash, uid, epoch) for uid in uids}
         targets = {uid: _target(uid, metagraph.hotkeys[uid], metagraph.axons[uid]) for uid in uids}
-        check = self.update_check(epoch, targets)
+        check = self.update_check(epoch, targets, block_hash)
         replies, fetched = asyncio.run(self.gather_answers(targets, requests, epoch, check))
         results = [self.judge(uid, metagraph.hotkeys[uid], requests[uid], replies.get(uid), epoch)
                    for uid in uids]
@@ -218,10 +218,11 @@ class Validator:
         self.maybe_set_weights(block, uids)
         return results
 
-    def update_check(self, epoch: int, targets: dict) -> UpdateCheck | None:
+    def update_check(self, epoch: int, targets: dict, block_hash: str) -> UpdateCheck | None:
         """What to check this round: the newest finished epoch whose ``G`` we hold and whose
         updates are not checked yet, and the miners to check (all of them, or the rotating
-        subset ``--validator.update_budget`` allows); None when there is nothing to check."""
+        subset ``--validator.update_budget`` allows, drawn with this round's block hash);
+        None when there is nothing to check."""
         if not hasattr(self.opt, "updates"):  # sync mode averages gradients: no per-miner update
             return None
         if isinstance(self.data, ImageCaptionData):
@@ -235,7 +236,8 @@ class Validator:
         checked = max(finished)
         served = {uid: t for uid, t in targets.items() if t is not None}
         # More miners than the budget allows: a rotating subset (validator/rotation.py).
-        plan = rotation.plan(served, checked, self.chain.hotkey,
+        draw = derive_seed(block_hash, self.chain.hotkey, "rotation", checked)
+        plan = rotation.plan(served, draw, self.chain.hotkey,
                              self.check_budget.capacity(len(served)))
         return UpdateCheck(checked, self.snapshots[checked], served, plan)
 
@@ -284,7 +286,8 @@ class Validator:
                     "rotation of %d epochs)", cost.miners, len(served), checked, cost.seconds,
                     cost.fetch_seconds, cost.bytes / 1e6, plan.cycle)
         self.telemetry.log("update_check", epoch=checked, miners=cost.miners,
-                           served=len(served), cycle=plan.cycle, checked_uids=plan.selected,
+                           served=len(served), cycle=plan.cycle, phase=plan.phase,
+                           checked_uids=plan.selected,
                            seconds=cost.seconds, fetch_seconds=cost.fetch_seconds,
                            bytes=cost.bytes, budget=self.cfg.update_budget)
         return {uid: float(outcomes[uid].samples) if score == SCORE_ACCEPTABLE else 0.0

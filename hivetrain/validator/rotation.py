@@ -8,9 +8,13 @@ validator checks a rotating subset instead:
 * the miners are put in an order that depends on the validator's hotkey only (sha256 of hotkey
   and uid), so two validators check different miners in the same epoch and together cover more
   of the subnet than one;
-* the order is cut into ``cycle = ceil(miners / capacity)`` interleaved groups, and epoch ``e``
-  checks group ``e mod cycle``. Each group holds at most ``capacity`` miners, so the budget holds,
-  and every miner is checked once in every ``cycle`` consecutive epochs;
+* the order is cut into ``cycle = ceil(miners / capacity)`` interleaved groups, each of at most
+  ``capacity`` miners, so the budget holds;
+* which group an epoch checks is drawn from the block hash of the round that checks it (after
+  the miners trained that epoch and published their updates), not from the epoch number: with
+  ``e mod cycle`` a miner knew in advance the epochs it would be checked in and could train only
+  those (``dodger`` in tests/helpers/adversarial_miner.py, docs/validation.md). Each miner is
+  checked in an epoch with probability ``1 / cycle`` whatever it did before;
 * a miner not checked this epoch keeps its last verdict for at most :func:`verdict_epochs`
   epochs (so a verdict never outlives the rotation that should have renewed it by much).
 
@@ -50,9 +54,11 @@ def order(uids: Iterable[int], validator_hotkey: str) -> list[int]:
         f"hivetrain-rotation:{validator_hotkey}:{uid}".encode()).digest())
 
 
-def plan(uids: Iterable[int], epoch: int, validator_hotkey: str, capacity: int) -> Plan:
-    """The miners to check for ``epoch`` when at most ``capacity`` fit in the budget.
+def plan(uids: Iterable[int], draw: int, validator_hotkey: str, capacity: int) -> Plan:
+    """The miners to check for one epoch when at most ``capacity`` fit in the budget.
 
+    :param draw: picks the group; the validator derives it from the checking round's block
+        hash, which the miners cannot know while they train the epoch.
     :param capacity: miners one check may cover (at least 1 is always checked).
     """
     ordered = order(uids, validator_hotkey)
@@ -60,16 +66,17 @@ def plan(uids: Iterable[int], epoch: int, validator_hotkey: str, capacity: int) 
         return Plan([], 1, 0)
     capacity = max(1, capacity)
     cycle = math.ceil(len(ordered) / capacity)
-    phase = epoch % cycle
+    phase = draw % cycle
     # Interleaved, not consecutive slices: the groups differ in size by at most one, so each is
     # at most ceil(n / cycle) <= capacity.
     return Plan([uid for i, uid in enumerate(ordered) if i % cycle == phase], cycle, phase)
 
 
 def verdict_epochs(cycle: int) -> int:
-    """How many epochs an unchecked miner's last verdict stands: two rotations, so that an
-    epoch the validator skipped (it loaded a newer state, or the rotation's length changed with
-    the cost estimate) does not drop it before the miner's next check."""
+    """How many epochs an unchecked miner's last verdict stands: two rotations. Groups are
+    drawn at random, so a miner waits ``cycle`` epochs for its next check on average and goes
+    unchecked for ``2 x cycle`` with probability ``(1 - 1/cycle) ** (2 x cycle)`` (6 % at 2,
+    under 14 % at any cycle); then it is judged by its probe alone until that check."""
     return 2 * max(1, cycle)
 
 

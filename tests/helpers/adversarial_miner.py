@@ -8,8 +8,9 @@ miner otherwise trains and serves exactly like ``hivetrain miner``.
 
 Proof-of-training modes (probes answered honestly; what it trains or serves as its update is
 what cheats), see the block at the end: ``freeloader``, ``copier``, ``wrong_data``, ``lazy``,
-``stale``, ``proxy`` (serves another miner's probe answers and update as its own) and
-``two_faced`` (publishes its honest update, averages another).
+``stale``, ``proxy`` (serves another miner's probe answers and update as its own),
+``two_faced`` (publishes its honest update, averages another) and ``dodger`` (trains only the
+epochs it expects the validator's rotation to check).
 """
 
 import random
@@ -63,8 +64,12 @@ def cheating_probe(self, request):
 #               re-signed by its own hotkey, as its own.
 #   two_faced   trains and publishes exactly like an honest miner, but sends its change
 #               sign-flipped into the all-reduce: same norm, so no reducer bound catches it.
+#   dodger      trains like an honest miner in the epochs e with e mod HIVETRAIN_DODGE_CYCLE
+#               == HIVETRAIN_DODGE_PHASE (the epochs a rotation by epoch number would check
+#               it in) and takes no inner steps in the others, claiming their samples.
 # The source miner is HIVETRAIN_COPY_FROM (hotkey) at HIVETRAIN_COPY_AT (ip:port of its API).
-TRAINING_MODES = ("freeloader", "copier", "wrong_data", "lazy", "stale", "proxy", "two_faced")
+TRAINING_MODES = ("freeloader", "copier", "wrong_data", "lazy", "stale", "proxy", "two_faced",
+                  "dodger")
 
 
 def _patch_inner_steps(every):
@@ -80,6 +85,30 @@ def _patch_inner_steps(every):
         def step(*a, **k):
             calls[0] += 1
             if every and calls[0] % every == 0:
+                return real_step(*a, **k)
+            return None
+
+        self.inner.step = step
+
+    diloco.DiLoCoOptimizer.__init__ = init
+
+
+def _patch_dodger():
+    """Let the inner steps through only in the epochs the dodger expects to be checked in."""
+    import os
+
+    from hivetrain.swarm import diloco
+
+    cycle = int(os.environ["HIVETRAIN_DODGE_CYCLE"])
+    phase = int(os.environ["HIVETRAIN_DODGE_PHASE"])
+    original_init = diloco.DiLoCoOptimizer.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        real_step = self.inner.step
+
+        def step(*a, **k):
+            if self.local_epoch % cycle == phase:
                 return real_step(*a, **k)
             return None
 
@@ -203,6 +232,8 @@ if MODE in TRAINING_MODES:
         _patch_stale()
     elif MODE == "two_faced":
         _patch_two_faced()
+    elif MODE == "dodger":
+        _patch_dodger()
 else:
     service.MinerService.probe = cheating_probe
 

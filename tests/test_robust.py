@@ -144,8 +144,28 @@ def test_a_majority_that_sent_next_to_nothing_cannot_ban_the_peer_that_trained()
     result = robust_mean(copies, NAMES, floored, reference_rms=0.5 * rms)
     assert not floored.offenders and not floored.notes
     assert torch.allclose(result, plain_mean(copies), atol=1e-6)
-    # A scaled copy is still far outside the floored bound.
+    # A scaled copy is still far outside the bound set by the peer that trained.
     copies[3] = (trained[0] * 1e4, 100.0)
     scaled = Verdicts()
     robust_mean(copies, NAMES, scaled, reference_rms=0.5 * rms)
+    assert set(scaled.offenders) == {"attacker"}
+
+
+def test_a_group_whose_majority_did_not_move_bounds_the_trainer_however_far_it_is():
+    """Measured in a loaded fresh-clone run: peers that trained nothing averaged among
+    themselves, so their floor shrank to 1/18 of the honest miner's change, and 4 of 5 of them
+    banned it ("norm 0.0868 > 2 x median 0.0049"). Bans compare with the senders that moved."""
+    trained = honest_copies(n=1)[0]
+    rms = trained[0].norm().item() / 256 ** 0.5
+    copies = {0: trained, 1: (trained[0] * 0.3, 100.0), 2: (torch.zeros(256), 100.0),
+              3: (torch.zeros(256), 100.0)}
+    for floor in (0.0, rms / 18, rms / 1000):
+        verdicts = Verdicts()
+        result = robust_mean(copies, NAMES, verdicts, reference_rms=floor)
+        assert not verdicts.offenders, (floor, verdicts.offenders)
+        assert torch.isfinite(result).all()
+    # In the same group a scaled copy is judged against the trainer, and banned.
+    copies[3] = (trained[0] * 1e4, 100.0)
+    scaled = Verdicts()
+    robust_mean(copies, NAMES, scaled, reference_rms=rms / 18)
     assert set(scaled.offenders) == {"attacker"}

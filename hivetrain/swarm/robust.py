@@ -14,10 +14,12 @@ Here the two roles defend themselves, by subclassing hivemind (its files are nev
   (:func:`robust_mean`): non-finite copies and banned senders are dropped, each sender's weight
   is capped at ``WEIGHT_SPREAD`` x the group's median weight, each copy's norm is clipped to
   ``CLIP_FACTOR`` x the median norm (median-norm clipping, as Templar's gauntlet does centrally).
-  The median is floored by the size of the swarm's last applied average over the part, so a
-  group whose majority sent (next to) nothing cannot clip or ban the peer that trained.
+  The median is floored by the size of the swarm's last applied average over the part.
   A copy far outside the bounds (``BAN_FACTOR``) is dropped and its sender banned; within reach
-  of honest peers it is bounded. With three or more senders, a sender whose copies point against
+  of honest peers it is bounded. Bans for size compare with the senders that moved (the lower
+  median of the larger half of the norms) and only where those moved at least as far as the
+  floor: in a group whose majority sent (next to) nothing, the large copy is the peer that
+  trained, so it is bounded there, never banned. With three or more senders, a sender whose copies point against
   the coordinate-wise median over the whole round (a sign-flipped update keeps its norm, not its
   direction) is banned when the round ends.
 * :class:`RobustAllReduceRunner` checks every averaged part a *remote* reducer returns before it
@@ -156,8 +158,15 @@ def robust_mean(copies: dict[int, tuple[torch.Tensor, float]], names: Sequence[s
             return torch.zeros(shape)
         return sum(t * w for t, w in kept.values()) / weight_sum
     median_weight = _lower_median([w for _, w in kept.values()])
-    median_norm = max(_lower_median([t.norm().item() for t, _ in kept.values()]),
-                      reference_rms * math.sqrt(shape.numel()))
+    norms = sorted(t.norm().item() for t, _ in kept.values())
+    reference_norm = reference_rms * math.sqrt(shape.numel())
+    median_norm = max(_lower_median(norms), reference_norm)
+    # Bans for size are judged against the senders that moved: the lower median of the larger
+    # half of the norms (one outlier never sets it), when that is at least the swarm's last
+    # average. Below it the group's majority sent (next to) nothing and the large copy is the
+    # peer that trained: such a group bounds it (clipping above), never bans it.
+    ban_scale = _lower_median(norms[len(norms) // 2:])
+    judges_size = ban_scale > NORM_FLOOR and ban_scale >= reference_norm
     center = torch.stack([t for t, _ in kept.values()]).median(dim=0).values
     total, weight_sum = torch.zeros(shape), 0.0
     for index, (tensor, weight) in kept.items():
@@ -168,9 +177,9 @@ def robust_mean(copies: dict[int, tuple[torch.Tensor, float]], names: Sequence[s
                              f"weight {weight:.0f} > {WEIGHT_SPREAD:g} x median {median_weight:.0f}"))
             weight = WEIGHT_SPREAD * median_weight
         norm = tensor.norm().item()
-        if norm > CLIP_FACTOR * median_norm:
-            problems.append((norm / median_norm,
-                             f"norm {norm:.3g} > {CLIP_FACTOR:g} x median {median_norm:.3g}"))
+        if median_norm > NORM_FLOOR and norm > CLIP_FACTOR * median_norm:
+            far = norm / ban_scale if judges_size else CLIP_FACTOR
+            problems.append((far, f"norm {norm:.3g} > {CLIP_FACTOR:g} x median {median_norm:.3g}"))
             tensor = tensor * (CLIP_FACTOR * median_norm / norm)
         if any(far >= BAN_FACTOR for far, _ in problems):
             verdicts.offend(name, "; ".join(why for _, why in problems))

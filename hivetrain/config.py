@@ -172,7 +172,9 @@ class TrainConfig:
     grad_compression: str = option("fp16", "Compression of averaged gradients (sync) or "
                                            "parameter changes (diloco).",
                                    choices=("none", "fp16", "int8"))
-    state_compression: str = option("fp16", "Compression of averaged parameters and state.",
+    state_compression: str = option("fp16", "Compression of the averaged parameters and of the "
+                                            "parameters sent to joining peers (sync; diloco "
+                                            "sends its state exactly).",
                                     choices=("none", "fp16", "int8"))
     matchmaking_time: float = option(3.0, "Seconds to wait for peers to form an averaging group.",
                                      check=positive)

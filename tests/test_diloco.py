@@ -40,8 +40,7 @@ def make_peer(dht, start: torch.Tensor, overlap=False):
                         overlap=overlap)
     opt = DiLoCoOptimizer(dht, "diloco-test", [param], train,
                           lambda params: torch.optim.SGD(params, lr=1.0),
-                          inner_schedule=lambda step: 1.0, compression=NoCompression(),
-                          state_compression=NoCompression())
+                          inner_schedule=lambda step: 1.0, compression=NoCompression())
     return param, opt
 
 
@@ -129,10 +128,12 @@ def test_a_lagging_peer_loads_the_global_state_instead_of_averaging(dhts):
     opt_b = None
     try:
         # hivemind's tracker only announces a peer that has reported samples in its epoch.
-        run_rounds(param_a, opt_a, [[torch.ones(SIZE)]])
+        # 0.1 has no exact fp16 form, so a rounded momentum in the download would show.
+        grad = torch.full((SIZE,), 0.1)
+        run_rounds(param_a, opt_a, [[grad]])
         wait_until(lambda: opt_a.tracker.global_progress.num_peers == 1, timeout=60,
                    what="peer a's progress to reach the DHT")
-        run_rounds(param_a, opt_a, [[torch.ones(SIZE)] * (INNER_STEPS - 1)])  # alone: no waiting
+        run_rounds(param_a, opt_a, [[grad] * (INNER_STEPS - 1)])  # alone: no waiting
         assert opt_a.rounds_alone == 1 and opt_a.local_epoch == 1
         param_b, opt_b = make_peer(dhts[1], start)
         wait_until(lambda: opt_b.tracker.global_epoch == 1, timeout=60,
@@ -142,6 +143,8 @@ def test_a_lagging_peer_loads_the_global_state_instead_of_averaging(dhts):
         assert opt_b.local_epoch == 1 and opt_b.rounds_averaged == opt_b.rounds_alone == 0
         assert torch.equal(opt_b.global_parameters()[0], opt_a.global_parameters()[0])
         assert torch.equal(param_b.detach(), opt_a.global_parameters()[0])
+        # The outer momentum arrives exactly too: it enters every later outer step.
+        assert torch.equal(opt_b.outer_state().momentum[0], opt_a.outer_state().momentum[0])
     finally:
         opt_a.shutdown()
         if opt_b is not None:
@@ -207,8 +210,7 @@ def test_only_trainable_parameters_are_averaged(dhts, trainable):
     train = TrainConfig(inner_steps=2, matchmaking_time=3.0, averaging_timeout=20.0, batch_size=1)
     opts = [DiLoCoOptimizer(dht, f"mm-{trainable}", [p for p in m.parameters() if p.requires_grad],
                             train, lambda params: torch.optim.SGD(params, lr=1.0),
-                            inner_schedule=lambda step: 1.0, compression=NoCompression(),
-                            state_compression=NoCompression()) for dht, m in zip(dhts, models)]
+                            inner_schedule=lambda step: 1.0, compression=NoCompression()) for dht, m in zip(dhts, models)]
     try:
         for opt in opts:  # one step each announces both peers; a round takes two
             for p in opt.params:

@@ -87,8 +87,7 @@ def make_peer(dht, start):
                         matchmaking_time=2.0, averaging_timeout=30.0, batch_size=1)
     opt = DiLoCoOptimizer(dht, "robust-test", [param], train,
                           lambda params: torch.optim.SGD(params, lr=1.0),
-                          inner_schedule=lambda step: 1.0, compression=NoCompression(),
-                          state_compression=NoCompression())
+                          inner_schedule=lambda step: 1.0, compression=NoCompression())
     return param, opt
 
 

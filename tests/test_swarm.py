@@ -27,8 +27,7 @@ FLAGS = ["--model.preset", "tiny", "--data.seq_len", "64", "--train.batch_size",
          "--train.inner_steps", "20", "--train.matchmaking_time", "2",
          "--train.averaging_timeout", "20", "--train.log_every", "2", "--train.eval_batches", "2",
          "--train.checkpoint_every", "2", "--train.grad_compression", "none",
-         "--train.state_compression", "none", "--train.lr", "3e-3", "--train.warmup_epochs", "0",
-         "--wandb.off"]
+         "--train.lr", "3e-3", "--train.warmup_epochs", "0", "--wandb.off"]
 
 
 def epoch_digests(run_dir):

@@ -113,8 +113,7 @@ def make_optimizer(dht: hivemind.DHT, run_id: str, model: torch.nn.Module, train
         return DiLoCoOptimizer(
             dht, run_id, trainable, train, optimizer_factory(train, device),
             inner_schedule=inner_step_schedule(train.warmup_epochs * train.inner_steps),
-            compression=COMPRESSION[train.grad_compression](),
-            state_compression=COMPRESSION[train.state_compression](), observer=observer,
+            compression=COMPRESSION[train.grad_compression](), observer=observer,
             admitted=admitted)
     return make_sync_optimizer(dht, run_id, trainable, train, device)
 

@@ -2,9 +2,10 @@
 
 The attacker is ``tests/helpers/swarm_attacker.py``: the project's own miner with one thing
 changed (what it sends into the all-reduce, what it returns as a reducer, or the state it serves).
-Each case waits for the facts it is about, read from the miners' own epoch records: the epoch at
-which every honest miner has excluded the attacker, and a later epoch at which every honest miner
-holds the same finite model without it. These cases are the
+Each case waits for the facts it is about, read from the miners' own epoch records and logs: the
+epoch at which every honest miner has excluded the attacker (or, for the state attacks, the state
+a late joiner loaded), and a later epoch at which every honest miner holds the same finite model
+without it. These cases are the
 soak matrix of ``make test-slow`` (all of them: at four miner processes each they are too heavy
 for ``make test`` on two cores; ``tests/test_robust_averaging.py`` runs every attack there, on
 real hivemind peers in one process).
@@ -12,6 +13,7 @@ real hivemind peers in one process).
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -53,13 +55,14 @@ def epochs(options, name):
 
 def honest_models_agree_without(options, attacker_id, after):
     """The first epoch after ``after`` that every honest miner reached with the same finite
-    model, in a group without the attacker; None until there is one."""
+    model, in a group without the attacker (any group when ``attacker_id`` is None: a state
+    attacker averages honestly); None until there is one."""
     seen = [epochs(options, name) for name in HONEST]
     common = sorted(set.intersection(*(set(s) for s in seen)))
     for epoch in (e for e in common if e > after):
         rows = [s[epoch] for s in seen]
         sketches = [r["sketch"] for r in rows]
-        if any(attacker_id in r["group"] for r in rows) or not all(
+        if any(attacker_id is not None and attacker_id in r["group"] for r in rows) or not all(
                 math.isfinite(x) for s in sketches for x in s):
             continue
         if all(max(abs(a - b) for a, b in zip(sketches[0], s)) < SAME_MODEL for s in sketches):
@@ -147,3 +150,48 @@ def test_a_nan_sender_is_excluded_and_the_honest_model_stays_finite(attacked_swa
                                             "bad_reduce"], indirect=True)
 def test_every_averaging_attacker_is_excluded(attacked_swarm):
     check_exclusion(attacked_swarm)
+
+
+def loaded_from(options, name):
+    """The peer ids ``name`` loaded the global state from, in order (its log's own words)."""
+    log = (options.out_dir / name / "neuron.log").read_text(errors="replace")
+    return re.findall(r"loaded the global state of epoch \d+ from (\S+)", log)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["poison_state", "unregistered"])
+def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path):
+    """The attacker advertises state-sharing priority 1e12 and serves NaN weights labelled 50
+    epochs ahead (registered, or not registered at all); a miner joining after it must load the
+    honest swarm's state and train on with it."""
+    options = SwarmOptions(out_dir=tmp_path, miners=3, validators=0, block_time=0.5,
+                           neuron_flags=FLAGS)
+    prepare_chain(options)
+    wallet = create_dev_wallet("attacker", "default", str(options.wallet_path))
+    if mode == "poison_state":
+        register_dev(options.chain_path, NETUID, wallet)
+    with ProcessGroup(grace_seconds=20) as group:
+        first = group.start("miner1", options.out_dir / "miner1",
+                            neuron_args("miner", "miner1", options))
+        group.wait_for_file(first, PEER_FILE, 180)
+        second = group.start("miner2", options.out_dir / "miner2",
+                             neuron_args("miner", "miner2", options))
+        group.wait_for_file(second, PEER_FILE, 180)
+        attacker = group.start("attacker", options.out_dir / "attacker",
+                               neuron_args("miner", "attacker", options), program=(ATTACKER, mode))
+        attacker_id = group.wait_for_file(attacker, PEER_FILE, 180)["peer_id"]
+        # Its first epoch record: it has stepped, so it is serving its state at priority 1e12.
+        wait_until(lambda: records(options.out_dir / "attacker", "epoch"), 300,
+                   "the attacker's first epoch", group)
+        joiner = group.start("miner3", options.out_dir / "miner3",
+                             neuron_args("miner", "miner3", options))
+        group.wait_for_file(joiner, PEER_FILE, 180)
+        sources = wait_until(lambda: loaded_from(options, "miner3"), 300,
+                             "the late joiner to load the global state", group)
+        joined = wait_until(lambda: records(options.out_dir / "miner3", "epoch"), 300,
+                            "the late joiner's first epoch", group)[0]["epoch"]
+        clean = wait_until(lambda: honest_models_agree_without(options, None, joined), 300,
+                           "an epoch where the honest miners hold one finite model", group)
+        print(f"{mode}: the late joiner loaded from {sources} (attacker {attacker_id}), first "
+              f"epoch {joined}, honest miners agree at epoch {clean}")
+        assert attacker_id not in sources

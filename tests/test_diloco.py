@@ -210,7 +210,8 @@ def test_only_trainable_parameters_are_averaged(dhts, trainable):
     train = TrainConfig(inner_steps=2, matchmaking_time=3.0, averaging_timeout=20.0, batch_size=1)
     opts = [DiLoCoOptimizer(dht, f"mm-{trainable}", [p for p in m.parameters() if p.requires_grad],
                             train, lambda params: torch.optim.SGD(params, lr=1.0),
-                            inner_schedule=lambda step: 1.0, compression=NoCompression()) for dht, m in zip(dhts, models)]
+                            inner_schedule=lambda step: 1.0, compression=NoCompression())
+            for dht, m in zip(dhts, models)]
     try:
         for opt in opts:  # one step each announces both peers; a round takes two
             for p in opt.params:

@@ -36,14 +36,28 @@ EXCLUDED_WITHIN = 2
 VALIDATED = ("nan",)
 
 
+def prepare_attacked_chain(options, registered=True):
+    """The dev chain with the honest miners registered, and the attacker's wallet (registered
+    on the subnet unless ``registered`` is False)."""
+    prepare_chain(options)
+    wallet = create_dev_wallet("attacker", "default", str(options.wallet_path))
+    if registered:
+        register_dev(options.chain_path, NETUID, wallet)
+
+
+def start_miner(group, options, name, mode=None):
+    """Start miner ``name``: the project's miner, or the attacker in ``mode``."""
+    program = {} if mode is None else {"program": (ATTACKER, mode)}
+    return group.start(name, options.out_dir / name, neuron_args("miner", name, options),
+                       **program)
+
+
 def start_swarm(group, options, mode):
     """Three honest miners, then the attacker; returns the attacker's DHT peer id."""
-    first = group.start("miner1", options.out_dir / "miner1", neuron_args("miner", "miner1", options))
-    group.wait_for_file(first, PEER_FILE, 180)
+    group.wait_for_file(start_miner(group, options, "miner1"), PEER_FILE, 180)
     for name in HONEST[1:]:
-        group.start(name, options.out_dir / name, neuron_args("miner", name, options))
-    attacker = group.start("attacker", options.out_dir / "attacker",
-                           neuron_args("miner", "attacker", options), program=(ATTACKER, mode))
+        start_miner(group, options, name)
+    start_miner(group, options, "attacker", mode)
     for neuron in group.neurons:
         group.wait_for_file(neuron, PEER_FILE, 180)
     return json.loads((options.out_dir / "attacker" / PEER_FILE).read_text())["peer_id"]
@@ -53,16 +67,16 @@ def epochs(options, name):
     return {r["epoch"]: r for r in records(options.out_dir / name, "epoch")}
 
 
-def honest_models_agree_without(options, attacker_id, after):
+def honest_models_agree(options, after, without=None):
     """The first epoch after ``after`` that every honest miner reached with the same finite
-    model, in a group without the attacker (any group when ``attacker_id`` is None: a state
-    attacker averages honestly); None until there is one."""
+    model, in a group without the peer ``without`` (any group when it is None: a state attacker
+    averages honestly); None until there is one."""
     seen = [epochs(options, name) for name in HONEST]
     common = sorted(set.intersection(*(set(s) for s in seen)))
     for epoch in (e for e in common if e > after):
         rows = [s[epoch] for s in seen]
         sketches = [r["sketch"] for r in rows]
-        if any(attacker_id is not None and attacker_id in r["group"] for r in rows) or not all(
+        if any(without is not None and without in r["group"] for r in rows) or not all(
                 math.isfinite(x) for s in sketches for x in s):
             continue
         if all(max(abs(a - b) for a, b in zip(sketches[0], s)) < SAME_MODEL for s in sketches):
@@ -92,9 +106,7 @@ def attacked_swarm(request, tmp_path):
     validated = request.param in VALIDATED
     options = SwarmOptions(out_dir=tmp_path, miners=3, validators=int(validated), block_time=0.5,
                            neuron_flags=FLAGS)
-    prepare_chain(options)
-    register_dev(options.chain_path, NETUID,
-                 create_dev_wallet("attacker", "default", str(options.wallet_path)))
+    prepare_attacked_chain(options)
     with ProcessGroup(grace_seconds=20) as group:
         attacker_id = start_swarm(group, options, request.param)
         if validated:
@@ -110,7 +122,7 @@ def check_exclusion(attacked_swarm):
                         "the attacker's first all-reduce with the swarm", group)
     excluded = wait_until(lambda: excluded_at(options, attacker_id), 300,
                           "every honest miner to exclude the attacker", group)
-    clean = wait_until(lambda: honest_models_agree_without(options, attacker_id, excluded), 300,
+    clean = wait_until(lambda: honest_models_agree(options, excluded, without=attacker_id), 300,
                        "an epoch where the honest miners hold one finite model without it", group)
     print(f"{mode}: attacker first averaged at epoch {joined}, excluded by every honest miner "
           f"at epoch {excluded}, honest miners agree at epoch {clean}")
@@ -166,31 +178,21 @@ def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path):
     honest swarm's state and train on with it."""
     options = SwarmOptions(out_dir=tmp_path, miners=3, validators=0, block_time=0.5,
                            neuron_flags=FLAGS)
-    prepare_chain(options)
-    wallet = create_dev_wallet("attacker", "default", str(options.wallet_path))
-    if mode == "poison_state":
-        register_dev(options.chain_path, NETUID, wallet)
+    prepare_attacked_chain(options, registered=mode == "poison_state")
     with ProcessGroup(grace_seconds=20) as group:
-        first = group.start("miner1", options.out_dir / "miner1",
-                            neuron_args("miner", "miner1", options))
-        group.wait_for_file(first, PEER_FILE, 180)
-        second = group.start("miner2", options.out_dir / "miner2",
-                             neuron_args("miner", "miner2", options))
-        group.wait_for_file(second, PEER_FILE, 180)
-        attacker = group.start("attacker", options.out_dir / "attacker",
-                               neuron_args("miner", "attacker", options), program=(ATTACKER, mode))
+        for name in HONEST[:2]:
+            group.wait_for_file(start_miner(group, options, name), PEER_FILE, 180)
+        attacker = start_miner(group, options, "attacker", mode)
         attacker_id = group.wait_for_file(attacker, PEER_FILE, 180)["peer_id"]
         # Its first epoch record: it has stepped, so it is serving its state at priority 1e12.
         wait_until(lambda: records(options.out_dir / "attacker", "epoch"), 300,
                    "the attacker's first epoch", group)
-        joiner = group.start("miner3", options.out_dir / "miner3",
-                             neuron_args("miner", "miner3", options))
-        group.wait_for_file(joiner, PEER_FILE, 180)
-        sources = wait_until(lambda: loaded_from(options, "miner3"), 300,
+        group.wait_for_file(start_miner(group, options, HONEST[2]), PEER_FILE, 180)
+        sources = wait_until(lambda: loaded_from(options, HONEST[2]), 300,
                              "the late joiner to load the global state", group)
-        joined = wait_until(lambda: records(options.out_dir / "miner3", "epoch"), 300,
+        joined = wait_until(lambda: records(options.out_dir / HONEST[2], "epoch"), 300,
                             "the late joiner's first epoch", group)[0]["epoch"]
-        clean = wait_until(lambda: honest_models_agree_without(options, None, joined), 300,
+        clean = wait_until(lambda: honest_models_agree(options, joined), 300,
                            "an epoch where the honest miners hold one finite model", group)
         print(f"{mode}: the late joiner loaded from {sources} (attacker {attacker_id}), first "
               f"epoch {joined}, honest miners agree at epoch {clean}")

@@ -2,9 +2,10 @@
 
 Embedded dev chain, real hivemind peers, real HTTP: two honest ``hivetrain miner`` processes and
 one real miner changed in one way (tests/helpers/adversarial_miner.py ``two_faced``): it trains
-and publishes its update honestly but sends it sign-flipped into the all-reduce. Its update
-passes every check of its own (it lowers the loss on its assigned data); only the swarm's outer
-step, compared with the group's published updates (validator/consistency.py), shows the lie.
+and publishes its update honestly but sends noise of its change's norm into the all-reduce. Its
+update passes every check of its own (it lowers the loss on its assigned data) and the noise
+passes every reducer bound; only the swarm's outer step, compared with the group's published
+updates (validator/consistency.py), shows the lie.
 The test waits for the validator's consistency records of judged epochs (facts).
 """
 
@@ -56,11 +57,10 @@ def judged(run_dir, uid):
             if r["status"] != "inconclusive" and uid in r["members"]]
 
 
-def excluded(run_dir, uid):
-    """Whether the validator has seen the swarm's reducers exclude ``uid`` from the all-reduce
-    (the cosine bound catches a sign flip in some rounds: then it averages no more)."""
-    return any("excluded from the all-reduce" in x["reason"]
-               for r in records(run_dir, "round") for x in r["results"] if x["uid"] == uid)
+def exclusions(run_dir, uid):
+    """The validator's notes that the swarm's reducers excluded ``uid`` from the all-reduce."""
+    return [x["reason"] for r in records(run_dir, "round") for x in r["results"]
+            if x["uid"] == uid and "excluded from the all-reduce" in x["reason"]]
 
 
 def test_a_miner_that_averages_other_than_it_publishes_is_caught(subnet):
@@ -69,14 +69,15 @@ def test_a_miner_that_averages_other_than_it_publishes_is_caught(subnet):
     liar = uids["two_faced"]
 
     def judged_enough():
+        # Noise keeps the sender's norm and weight and points nowhere: the reducers must not see
+        # it (a sign flip, which they ban once three peers average, let this test wait forever).
+        assert not exclusions(validator_dir, liar), exclusions(validator_dir, liar)
         history = judged(validator_dir, liar)
-        epochs = {x["epoch"] for x in history}
-        if len(epochs) >= JUDGED_EPOCHS or (epochs and excluded(validator_dir, liar)):
-            return history
-        return None
+        return history if len({x["epoch"] for x in history}) >= JUDGED_EPOCHS else None
 
     history = wait_until(judged_enough, 300 + 60 * JUDGED_EPOCHS,
-                         f"{JUDGED_EPOCHS} judged epochs, or one and the liar's exclusion", group)
+                         f"{JUDGED_EPOCHS} judged epochs with the two-faced miner in the group",
+                         group)
     every = records(validator_dir, "consistency")
     print(json.dumps([{k: r[k] for k in ("epoch", "status", "reason", "members", "residual",
                                          "derivation_gap", "shares", "flagged")} for r in every],

@@ -31,12 +31,15 @@ import torch
 # Fitted share / claimed share outside this band is inconsistent. Measured on processes
 # (docs/validation.md): honest members of honest groups 1.000 (residual <= 0.001); beside a
 # sign-flipping member, whose contribution the robust reducers partly clip, honest 0.444-2.135
-# and the flipper -1.0 to -0.07; an honest miner among members that trained little (lazy,
-# freeloader), whose larger update the reducers clip toward the median norm, down to 0.41.
+# and the flipper -1.0 to -0.07; beside a member that averages noise instead of its update,
+# honest 0.98-1.004 and the noise sender within 0.001 of 0; an honest miner among members that
+# trained little (lazy, freeloader), whose larger update the reducers clip toward the median
+# norm, down to 0.41.
 # Clipping only shrinks a share, so the floor sits well under the honest and above a liar's.
 SHARE_BAND = (0.1, 4.0)
-# The two derivations of D (from G, from the momentum) differ by fp16 rounding of the downloaded
-# momentum (measured 0.0006 to 0.0012 of |D|) when the copies are one outer step apart.
+# The two derivations of D (from G, from the momentum) differ by float rounding when the copies
+# are one outer step apart: 0.0006 to 0.0012 of |D| with fp16 momentum downloads, 0 to 0.0010
+# since they are exact (G - G' is small beside G, so float32 loses digits there).
 MAX_DERIVATION_GAP = 0.1
 # Updates this similar are one column of the fit (a copier beside its source).
 SAME_UPDATE_COSINE = 0.999

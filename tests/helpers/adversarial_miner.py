@@ -62,8 +62,8 @@ def cheating_probe(self, request):
 #   proxy       trains nothing; forwards each probe and each update request to another miner
 #               (the same source and colluder as the copier) and serves that miner's answers,
 #               re-signed by its own hotkey, as its own.
-#   two_faced   trains and publishes exactly like an honest miner, but sends its change
-#               sign-flipped into the all-reduce: same norm, so no reducer bound catches it.
+#   two_faced   trains and publishes exactly like an honest miner, but sends random noise of
+#               its change's norm into the all-reduce: no reducer bound catches it.
 #   dodger      trains like an honest miner in the epochs e with e mod HIVETRAIN_DODGE_CYCLE
 #               == HIVETRAIN_DODGE_PHASE (the epochs a rotation by epoch number would check
 #               it in) and takes no inner steps in the others, claiming their samples.
@@ -153,16 +153,23 @@ def _patch_stale():
 
 
 def _patch_two_faced():
-    """Average ``-change`` where the honest miner averages ``change``; the update it keeps and
-    serves (recorded before the all-reduce) stays the honest one."""
+    """Average noise of its change's size where the honest miner averages ``change``; the update
+    it keeps and serves (recorded before the all-reduce) stays the honest one.
+
+    Noise passes every reducer bound: the same norm per tensor (no clipping), a weight of its
+    real samples, and a direction near orthogonal to everyone's (a sign flip points against the
+    group's median and is banned by the reducers once three peers average together, so it would
+    test them, not the validator's consistency check)."""
     from hivetrain.swarm import diloco
 
     average = diloco.DiLoCoOptimizer._average
 
-    def flipped(self, change, samples):
-        return average(self, [-tensor for tensor in change], samples)
+    def noised(self, change, samples):
+        noise = [torch.randn_like(tensor) for tensor in change]
+        return average(self, [n * (tensor.norm() / n.norm()) for n, tensor in zip(noise, change)],
+                       samples)
 
-    diloco.DiLoCoOptimizer._average = flipped
+    diloco.DiLoCoOptimizer._average = noised
 
 
 def _colluding_source():

@@ -170,15 +170,22 @@ def loaded_from(options, name):
     return re.findall(r"loaded the global state of epoch \d+ from (\S+)", log)
 
 
+def rejections(options, name, peer):
+    """Why ``name`` rejected the states ``peer`` sent (its log's own words)."""
+    log = (options.out_dir / name / "neuron.log").read_text(errors="replace")
+    return re.findall(rf"rejected the global state from {re.escape(peer)}: ([^;]*)", log)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["poison_state", "unregistered"])
+@pytest.mark.parametrize("mode", ["poison_state", "initial_state", "stale_state", "unregistered"])
 def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path):
     """The attacker advertises state-sharing priority 1e12 and serves NaN weights labelled 50
-    epochs ahead (registered, or not registered at all); a miner joining after it must load the
-    honest swarm's state and train on with it."""
+    epochs ahead (registered, or not registered at all), the initial weights at its epoch, or its
+    first state labelled one epoch ahead; a miner joining after it must load the honest swarm's
+    state and train on with it."""
     options = SwarmOptions(out_dir=tmp_path, miners=3, validators=0, block_time=0.5,
                            neuron_flags=FLAGS)
-    prepare_attacked_chain(options, registered=mode == "poison_state")
+    prepare_attacked_chain(options, registered=mode != "unregistered")
     with ProcessGroup(grace_seconds=20) as group:
         for name in HONEST[:2]:
             group.wait_for_file(start_miner(group, options, name), PEER_FILE, 180)
@@ -195,5 +202,6 @@ def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path):
         clean = wait_until(lambda: honest_models_agree(options, joined), 300,
                            "an epoch where the honest miners hold one finite model", group)
         print(f"{mode}: the late joiner loaded from {sources} (attacker {attacker_id}), first "
-              f"epoch {joined}, honest miners agree at epoch {clean}")
+              f"epoch {joined}, honest miners agree at epoch {clean}; it said of the attacker: "
+              f"{rejections(options, HONEST[2], attacker_id)}")
         assert attacker_id not in sources

@@ -64,3 +64,12 @@ def test_a_ban_by_a_majority_of_the_other_publishers_excludes_and_a_lone_one_doe
     excluded = a.excluded(5)
     assert set(excluded) == {d.peer_id}, excluded
     assert "by 2 of 3 peers" in excluded[d.peer_id]
+
+
+def test_an_epoch_without_records_passes_unverified_only_once_the_swarm_has_reached_it(boards):
+    """No sketch of epoch 40 was published: a state labelled with it is let through (with a
+    warning) only when the progress quorum corroborates the epoch, not one epoch beyond it."""
+    a = boards[0]
+    assert a.votes(40) == {}
+    assert "has not reached that epoch" in a.judge(40, G, trainers=3, wait=0)
+    assert a.judge(40, G, trainers=3, wait=0, corroborated=True) is None

@@ -602,7 +602,8 @@ class DiLoCoOptimizer(SwarmView):
             return f"epoch {metadata['epoch']} is behind this peer's {self.local_epoch}", False
         trainers = self._training_peers() - (not self.observer)
         return self.sketches.judge(metadata["epoch"], sketch(tensors[:n]), trainers,
-                                   vouched=vouched), False
+                                   vouched=vouched,
+                                   corroborated=metadata["epoch"] <= self.swarm_epoch), False
 
     def _apply_state(self, metadata: dict, tensors: list[torch.Tensor]) -> None:
         n = len(self.global_params)

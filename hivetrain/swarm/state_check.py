@@ -116,7 +116,8 @@ class SketchBoard:
         return best if len(best) >= _quorum(trainers) else set()
 
     def judge(self, epoch: int, values: list[float], trainers: int,
-              wait: float = WAIT_SECONDS, vouched: frozenset[str] = frozenset()) -> str | None:
+              wait: float = WAIT_SECONDS, vouched: frozenset[str] = frozenset(),
+              corroborated: bool = False) -> str | None:
         """None when ``values`` is what the swarm holds at ``epoch``, else why not.
 
         The state must match the sketch with the most support among the admitted peers'
@@ -128,9 +129,11 @@ class SketchBoard:
         it every round and the swarm stayed split (and the validator at an older epoch).
 
         When no record for that epoch can be read at all (a DHT lookup that found none within
-        ``wait``, seen on loaded machines), the state is let through unverified with a warning:
-        refusing it would leave an honest joiner training alone, and the epoch itself was already
-        corroborated by the swarm's progress quorum.
+        ``wait``, seen on loaded machines) and the swarm's progress quorum has reached the epoch
+        (``corroborated``), the state is let through unverified with a warning: refusing it would
+        leave an honest joiner training alone. An epoch the quorum has not reached gets no such
+        pass: a registered peer could label stale or initial weights one epoch ahead, where no
+        honest peer has published yet.
 
         :param trainers: training peers other than this one in the swarm's progress.
         """
@@ -143,10 +146,13 @@ class SketchBoard:
             if support >= best and (support >= quorum or agreeing & vouched):
                 return None
             if time.monotonic() >= deadline:
-                if not votes:
+                if not votes and corroborated:
                     logger.warning("no peer's sketch of epoch %d could be read: accepting the "
                                    "state unverified", epoch)
                     return None
+                if not votes:
+                    return (f"no peer's sketch of epoch {epoch} could be read, and the swarm's "
+                            f"progress has not reached that epoch")
                 return (f"{support} of {len(votes)} peers published this state's sketch for epoch "
                         f"{epoch} (needs {quorum} and the most support, {best})")
             time.sleep(0.5)  # the sketches of a fresh epoch are still being stored

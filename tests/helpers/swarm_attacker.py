@@ -9,6 +9,10 @@ MODE is what it does differently from ``hivetrain miner``:
 * ``bad_reduce``: returns x1e3 the average for the part of the all-reduce it reduces;
 * ``poison_state``: advertises the highest state-sharing priority (1e12) and serves NaN global
   parameters labelled 50 epochs ahead to anyone downloading the state;
+* ``initial_state``: the same priority, serving the run's initial weights (its own ``G`` as it
+  started) labelled with its current epoch: finite, the right shape, an epoch the swarm is at;
+* ``stale_state``: the same priority, serving the first state it ever served, labelled one epoch
+  ahead of its own (the most a download accepts ahead of the swarm);
 * ``unregistered``: ``poison_state`` from a hotkey that is not registered on the subnet (it skips
   the registration check and commits nothing on chain, so no miner admits its DHT identity).
 """
@@ -48,16 +52,30 @@ def attack_reduction() -> None:
 
 
 def attack_state() -> None:
-    serve = DiLoCoOptimizer._current_state
+    serve, init = DiLoCoOptimizer._current_state, DiLoCoOptimizer.__init__
+    first_served = []
+
+    def remember_initial(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.initial_params = [g.clone() for g in self.global_params]
 
     def poisoned(self):
         metadata, tensors, infos = serve(self)
+        n = len(self.global_params)
+        if MODE == "initial_state":
+            return metadata, self.initial_params + tensors[n:], infos
+        if MODE == "stale_state":
+            if not first_served:
+                first_served.append((metadata, tensors, infos))
+            old_metadata, old_tensors, old_infos = first_served[0]
+            return {**old_metadata, "epoch": metadata["epoch"] + 1}, old_tensors, old_infos
         return ({**metadata, "epoch": metadata["epoch"] + 50},
                 [torch.full_like(t, float("nan")) for t in tensors], infos)
 
     def loudest(self):
         self.averager.state_sharing_priority = 1e12
 
+    DiLoCoOptimizer.__init__ = remember_initial
     DiLoCoOptimizer._current_state = poisoned
     DiLoCoOptimizer._share_state_priority = loudest
 
@@ -72,7 +90,7 @@ if MODE in CHANGES or MODE == "inflated_samples":
     attack_change()
 elif MODE == "bad_reduce":
     attack_reduction()
-elif MODE in ("poison_state", "unregistered"):
+elif MODE in ("poison_state", "initial_state", "stale_state", "unregistered"):
     attack_state()
     if MODE == "unregistered":
         skip_registration()

@@ -5,7 +5,7 @@ changed (what it sends into the all-reduce, what it returns as a reducer, or the
 Each case waits for the facts it is about, read from the miners' own epoch records and logs: the
 epoch at which every honest miner has excluded the attacker (or, for the state attacks, the state
 a late joiner loaded), and a later epoch at which every honest miner holds the same finite model
-without it. These cases are the
+without it; for the progress attack, a validator round that accepts every honest miner. These cases are the
 soak matrix of ``make test-slow`` (all of them: at four miner processes each they are too heavy
 for ``make test`` on two cores; ``tests/test_robust_averaging.py`` runs every attack there, on
 real hivemind peers in one process).
@@ -100,6 +100,12 @@ def excluded_at(options, attacker_id):
     return max(first)
 
 
+def start_validator(group, options):
+    return group.start("validator1", options.out_dir / "validator1",
+                       neuron_args("validator", "validator1", options,
+                                   ["--validator.interval", "1", "--validator.timeout", "5"]))
+
+
 @pytest.fixture
 def attacked_swarm(request, tmp_path):
     """Three honest miners and the attacker; for the modes in ``VALIDATED`` a validator too."""
@@ -110,9 +116,7 @@ def attacked_swarm(request, tmp_path):
     with ProcessGroup(grace_seconds=20) as group:
         attacker_id = start_swarm(group, options, request.param)
         if validated:
-            group.start("validator1", options.out_dir / "validator1",
-                        neuron_args("validator", "validator1", options,
-                                    ["--validator.interval", "1", "--validator.timeout", "5"]))
+            start_validator(group, options)
         yield request.param, group, options, attacker_id
 
 
@@ -205,3 +209,44 @@ def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path):
               f"epoch {joined}, honest miners agree at epoch {clean}; it said of the attacker: "
               f"{rejections(options, HONEST[2], attacker_id)}")
         assert attacker_id not in sources
+
+
+FAKE_EPOCHS = 50  # what the fake_progress attacker adds to every epoch it reports
+
+
+@pytest.mark.slow
+def test_a_fake_epoch_and_sample_report_moves_neither_the_swarm_nor_the_validator(tmp_path):
+    """The attacker trains honestly but reports 50 epochs more than it reached, and a million
+    times its samples and rate, in every progress record; the honest miners must keep their own
+    epochs and the validator must keep judging them at the swarm's real one."""
+    options = SwarmOptions(out_dir=tmp_path, miners=3, validators=1, block_time=0.5,
+                           neuron_flags=FLAGS)
+    prepare_attacked_chain(options)
+    with ProcessGroup(grace_seconds=20) as group:
+        start_swarm(group, options, "fake_progress")
+        start_validator(group, options)
+        attacker = options.out_dir / "attacker"
+        attacker_uid = json.loads((attacker / PEER_FILE).read_text())["uid"]
+        # Its first epoch record: its reports have claimed FAKE_EPOCHS more since then.
+        lied_at = wait_until(lambda: records(attacker, "epoch"), 300,
+                             "the attacker's first epoch", group)[0]["epoch"]
+
+        def honest_accepted_later():
+            for round_ in records(options.out_dir / "validator1", "round"):
+                results = {r["uid"]: r for r in round_["results"] if r["uid"] != attacker_uid}
+                if round_["epoch"] >= lied_at + 3 and len(results) == len(HONEST) \
+                        and all(r["score"] == 1.0 for r in results.values()):
+                    return round_
+            return None
+
+        accepted = wait_until(honest_accepted_later, 400, "a validator round three epochs after "
+                              "the lie began that accepts every honest miner", group)
+    honest_epochs = {name: sorted(epochs(options, name)) for name in HONEST}
+    rounds = [r["epoch"] for r in records(options.out_dir / "validator1", "round")]
+    print(f"fake_progress: lies from epoch {lied_at}; validator round at epoch {accepted['epoch']} "
+          f"accepts every honest miner; validator epochs {min(rounds)}-{max(rounds)}, honest "
+          f"miners' last epochs {[e[-1] for e in honest_epochs.values()]}")
+    reached = max(e[-1] for e in honest_epochs.values())
+    assert reached < lied_at + FAKE_EPOCHS, honest_epochs
+    # One epoch of slack: a miner serves an epoch's state a moment before it logs the epoch.
+    assert max(rounds) <= reached + 1, (rounds, reached)

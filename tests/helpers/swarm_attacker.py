@@ -13,6 +13,9 @@ MODE is what it does differently from ``hivetrain miner``:
   started) labelled with its current epoch: finite, the right shape, an epoch the swarm is at;
 * ``stale_state``: the same priority, serving the first state it ever served, labelled one epoch
   ahead of its own (the most a download accepts ahead of the swarm);
+* ``fake_progress``: trains and averages honestly, but every progress record it publishes claims
+  50 epochs more than it reached and a million times its samples and its rate (what moved the
+  swarm's observers to a fake epoch, and ended rounds early, before ``swarm/tracker.py``);
 * ``unregistered``: ``poison_state`` from a hotkey that is not registered on the subnet (it skips
   the registration check and commits nothing on chain, so no miner admits its DHT identity).
 """
@@ -80,6 +83,22 @@ def attack_state() -> None:
     DiLoCoOptimizer._share_state_priority = loudest
 
 
+def fake_progress() -> None:
+    """Inflate what is published (``LocalTrainingProgress.dict()`` is what the tracker stores
+    in the DHT), not what this process's own tracker reasons with."""
+    from hivemind.optim.progress_tracker import LocalTrainingProgress
+
+    honest = LocalTrainingProgress.dict
+
+    def inflated(self, *args, **kwargs):
+        record = honest(self, *args, **kwargs)
+        return {**record, "epoch": record["epoch"] + 50,
+                "samples_accumulated": record["samples_accumulated"] * 10 ** 6,
+                "samples_per_second": record["samples_per_second"] * 10 ** 6}
+
+    LocalTrainingProgress.dict = inflated
+
+
 def skip_registration() -> None:
     Chain.ensure_registered = lambda self: 0
     Chain.commit_dht_addrs = lambda self, addrs, run_id=None: True
@@ -90,6 +109,8 @@ if MODE in CHANGES or MODE == "inflated_samples":
     attack_change()
 elif MODE == "bad_reduce":
     attack_reduction()
+elif MODE == "fake_progress":
+    fake_progress()
 elif MODE in ("poison_state", "initial_state", "stale_state", "unregistered"):
     attack_state()
     if MODE == "unregistered":

@@ -1,4 +1,5 @@
-"""Crash safety of the dev chain file by soak (``make test-slow``): SIGKILL `hivetrain chain` writes.
+"""Crash safety of the dev chain file by soak (``make test-slow``): SIGKILL ``hivetrain chain``
+writes.
 
 A real process runs the real ``hivetrain chain stake`` command in a loop (one CLI invocation
 after another in one interpreter, so the kills land in writes, not in imports), each adding 1
@@ -110,5 +111,6 @@ def test_sigkilled_chain_writes_leave_a_readable_chain_file(tmp_path, capsys):
     assert cli_main(["chain", "neurons", *common]) == 0
     assert f"{expected_next / RAO - 1:.3f}" in capsys.readouterr().out
     with capsys.disabled():
-        print(f"chain soak seed {SEED}: {KILLS} kills, the file was readable after every one; {in_flight} landed after a "
-              f"write committed and before it was printed; final stake {expected_next / RAO - 1:.0f}")
+        print(f"chain soak seed {SEED}: {KILLS} kills, the file was readable after every one; "
+              f"{in_flight} landed after a write committed and before it was printed; final "
+              f"stake {expected_next / RAO - 1:.0f}")

@@ -5,10 +5,10 @@ changed (what it sends into the all-reduce, what it returns as a reducer, or the
 Each case waits for the facts it is about, read from the miners' own epoch records and logs: the
 epoch at which every honest miner has excluded the attacker (or, for the state attacks, the state
 a late joiner loaded), and a later epoch at which every honest miner holds the same finite model
-without it; for the progress attack, a validator round that accepts every honest miner. These cases are the
-soak matrix of ``make test-slow`` (all of them: at four miner processes each they are too heavy
-for ``make test`` on two cores; ``tests/test_robust_averaging.py`` runs every attack there, on
-real hivemind peers in one process).
+without it; for the progress attack, a validator round that accepts every honest miner. These
+cases are the soak matrix of ``make test-slow`` (all of them: at four miner processes each they
+are too heavy for ``make test`` on two cores; ``tests/test_robust_averaging.py`` runs every
+attack there, on real hivemind peers in one process).
 """
 
 import json
@@ -168,16 +168,19 @@ def test_every_averaging_attacker_is_excluded(attacked_swarm):
     check_exclusion(attacked_swarm)
 
 
+def neuron_log(options, name):
+    return (options.out_dir / name / "neuron.log").read_text(errors="replace")
+
+
 def loaded_from(options, name):
     """The peer ids ``name`` loaded the global state from, in order (its log's own words)."""
-    log = (options.out_dir / name / "neuron.log").read_text(errors="replace")
-    return re.findall(r"loaded the global state of epoch \d+ from (\S+)", log)
+    return re.findall(r"loaded the global state of epoch \d+ from (\S+)", neuron_log(options, name))
 
 
 def rejections(options, name, peer):
     """Why ``name`` rejected the states ``peer`` sent (its log's own words)."""
-    log = (options.out_dir / name / "neuron.log").read_text(errors="replace")
-    return re.findall(rf"rejected the global state from {re.escape(peer)}: ([^;]*)", log)
+    return re.findall(rf"rejected the global state from {re.escape(peer)}: ([^;]*)",
+                      neuron_log(options, name))
 
 
 @pytest.mark.slow
@@ -211,7 +214,7 @@ def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path):
         assert attacker_id not in sources
 
 
-FAKE_EPOCHS = 50  # what the fake_progress attacker adds to every epoch it reports
+FAKE_EPOCHS = 50  # swarm_attacker.FAKE_EPOCHS: what fake_progress adds to every epoch it reports
 
 
 @pytest.mark.slow

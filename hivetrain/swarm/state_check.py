@@ -146,13 +146,13 @@ class SketchBoard:
             if support >= best and (support >= quorum or agreeing & vouched):
                 return None
             if time.monotonic() >= deadline:
-                if not votes and corroborated:
+                if not votes:
+                    if not corroborated:
+                        return (f"no peer's sketch of epoch {epoch} could be read, and the "
+                                f"swarm's progress has not reached that epoch")
                     logger.warning("no peer's sketch of epoch %d could be read: accepting the "
                                    "state unverified", epoch)
                     return None
-                if not votes:
-                    return (f"no peer's sketch of epoch {epoch} could be read, and the swarm's "
-                            f"progress has not reached that epoch")
                 return (f"{support} of {len(votes)} peers published this state's sketch for epoch "
                         f"{epoch} (needs {quorum} and the most support, {best})")
             time.sleep(0.5)  # the sketches of a fresh epoch are still being stored

@@ -30,6 +30,9 @@ from hivetrain.swarm import robust
 from hivetrain.swarm.diloco import DiLoCoOptimizer
 
 MODE = sys.argv.pop(1)
+# Epochs a lying attacker adds to what it serves or reports (tests/test_robust_swarm.py relies
+# on this figure as FAKE_EPOCHS; this script runs its attack on import, so it cannot be imported).
+FAKE_EPOCHS = 50
 CHANGES = {
     "nan": lambda c: torch.full_like(c, float("nan")),
     "inf": lambda c: torch.full_like(c, float("inf")),
@@ -72,13 +75,14 @@ def attack_state() -> None:
                 first_served.append((metadata, tensors, infos))
             old_metadata, old_tensors, old_infos = first_served[0]
             return {**old_metadata, "epoch": metadata["epoch"] + 1}, old_tensors, old_infos
-        return ({**metadata, "epoch": metadata["epoch"] + 50},
+        return ({**metadata, "epoch": metadata["epoch"] + FAKE_EPOCHS},
                 [torch.full_like(t, float("nan")) for t in tensors], infos)
 
     def loudest(self):
         self.averager.state_sharing_priority = 1e12
 
-    DiLoCoOptimizer.__init__ = remember_initial
+    if MODE == "initial_state":  # the only mode that serves the weights it started from
+        DiLoCoOptimizer.__init__ = remember_initial
     DiLoCoOptimizer._current_state = poisoned
     DiLoCoOptimizer._share_state_priority = loudest
 
@@ -92,7 +96,7 @@ def fake_progress() -> None:
 
     def inflated(self, *args, **kwargs):
         record = honest(self, *args, **kwargs)
-        return {**record, "epoch": record["epoch"] + 50,
+        return {**record, "epoch": record["epoch"] + FAKE_EPOCHS,
                 "samples_accumulated": record["samples_accumulated"] * 10 ** 6,
                 "samples_per_second": record["samples_per_second"] * 10 ** 6}
 

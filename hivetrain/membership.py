@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-import hivemind
+from typing import TYPE_CHECKING
 
 from hivetrain.chain import Chain
 from hivetrain.config import Config
 from hivetrain.swarm.dht import SwarmError, start_dht, visible_maddrs
+
+if TYPE_CHECKING:  # hivemind is imported at run time by swarm/ only
+    import hivemind
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 class Membership:
     chain: Chain
     uid: int
-    dht: hivemind.DHT
+    dht: "hivemind.DHT"
 
     @property
     def peer_id(self) -> str:

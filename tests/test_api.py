@@ -24,8 +24,8 @@ from hivetrain import __version__
 from hivetrain.chain import Chain, create_dev_wallet, init_dev_chain, register_dev, stake_dev
 from hivetrain.miner.api import ApiServer, PortInUse, RateLimiter, create_app
 from hivetrain.miner.callers import DEFAULT_REFRESHES_PER_MINUTE, REFUSED_TTL_S, CallerPolicy
-from hivetrain.model.probe import cosine, param_digest, probe_loss_and_grad
-from hivetrain.protocol import PROBE_PATH, STATUS_PATH, ProbeAnswer, ProbeRequest, sign_answer
+from hivetrain.probe.compute import cosine, param_digest, probe_loss_and_grad
+from hivetrain.probe.schemas import PROBE_PATH, STATUS_PATH, ProbeAnswer, ProbeRequest, sign_answer
 from hivetrain.validator.prober import probe_miners
 from hivetrain.validator.scoring import ProbeOutcome, classify
 
@@ -424,6 +424,34 @@ def test_prober_down_and_unserved_miners():
     replies = asyncio.run(probe_miners(VALIDATOR, targets, REQUEST, 2.0))
     assert replies == {1: None, 2: None, 3: None}
 
+
+
+def test_one_call_probes_every_miner_with_its_own_request(miner, model):
+    """The validator's round: one call, one client, each uid its own seed and batch; every
+    answer is settled (and handed to ``on_reply``) while the call is still running."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    targets = [(1, MINER.ss58_address, "127.0.0.1", miner.port),
+               (2, MINER.ss58_address, "127.0.0.1", miner.port),
+               (3, MINER.ss58_address, "127.0.0.1", closed_port)]
+    requests = {uid: ProbeRequest(input_ids=tokens(seed=uid), seed=100 + uid,
+                                  expected_epoch=EPOCH, n_coords=8) for uid in (1, 2, 3)}
+    settled = []
+
+    async def on_reply(uid, reply):
+        settled.append((uid, reply))
+
+    replies = asyncio.run(probe_miners(VALIDATOR, targets, requests, 10.0, on_reply=on_reply))
+    assert sorted(settled, key=lambda item: item[0]) == sorted(replies.items())
+    assert replies[3] is None
+    for uid in (1, 2):
+        local = probe_loss_and_grad(model, torch.tensor(requests[uid].input_ids),
+                                    requests[uid].seed, 8)
+        answer = replies[uid].response
+        assert [tuple(c) for c in answer.coords] == local.coords
+        assert abs(answer.loss - local.loss) < 1e-6
+    assert replies[1].response.coords != replies[2].response.coords
 
 def test_rate_limit_window_slides():
     now = [0.0]

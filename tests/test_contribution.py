@@ -14,7 +14,8 @@ import torch
 from hivetrain.config import DataConfig
 from hivetrain.data import load_token_data, load_tokenizer
 from hivetrain.model.gpt2 import build_model
-from hivetrain.protocol import UpdateEnvelope
+from hivetrain.probe.compute import mean_loss
+from hivetrain.probe.schemas import UpdateEnvelope
 from hivetrain.validator.contribution import ContributionChecker
 from hivetrain.validator.scoring import (SCORE_ACCEPTABLE, SCORE_UNACCEPTABLE, UpdateOutcome,
                                          judge_updates)
@@ -55,7 +56,7 @@ def evaluate(setup, hotkey, tensors, samples=80):
     random = [data.probe_batch(100 + i, 4, SEQ) for i in range(4)]
     envelope = UpdateEnvelope.model_construct(epoch=EPOCH, samples=samples, digest="0" * 64)
     reply = UpdateReply(envelope, tensors, 0.0, 0)
-    outcome = checker._evaluate(reply, hotkey, EPOCH, base, random, checker._loss(random), 7)
+    outcome = checker._evaluate(reply, hotkey, EPOCH, base, random, mean_loss(checker.model, random), 7)
     return outcome
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from hivetrain.model.probe import (cosine, param_digest, probe_coords, probe_loss_and_grad,
+from hivetrain.probe.compute import (cosine, param_digest, probe_coords, probe_loss_and_grad,
                                    trainable_parameters)
 
 

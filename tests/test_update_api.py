@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from hivetrain.miner.api import ApiServer, create_app
-from hivetrain.protocol import UPDATE_HEADER, UPDATE_PATH, sign_update
+from hivetrain.probe.schemas import UPDATE_HEADER, UPDATE_PATH, sign_update
 from hivetrain.swarm.updates import UpdateHistory, update_digest
 from hivetrain.validator.update_client import MISSING, UpdateReply, fetch_updates
 

@@ -13,9 +13,9 @@ import torch
 
 from hivetrain.config import ValidatorConfig
 from hivetrain.model.gpt2 import build_model
-from hivetrain.model.inputs import request_fields
-from hivetrain.model.probe import param_digest, probe_loss_and_grad
-from hivetrain.protocol import ProbeRequest
+from hivetrain.probe.codec import request_fields
+from hivetrain.probe.compute import param_digest, probe_loss_and_grad
+from hivetrain.probe.schemas import ProbeRequest
 from hivetrain.validator.loop import Validator
 from hivetrain.validator.scoring import ScoreState
 

@@ -29,7 +29,7 @@ from hivetrain.data.shapes import render, scene
 from hivetrain.data.split import is_heldout
 from hivetrain.data.tokenizer import eos_id
 from hivetrain.data.tokens import derive_seed
-from hivetrain.model.image_tokens import IMAGE_END, IMAGE_SLOT, IMAGE_START
+from hivetrain.image_tokens import IMAGE_END, IMAGE_SLOT, IMAGE_START
 
 Item = tuple[np.ndarray, str]  # uint8 [3, H, W] image and its caption
 Batch = dict[str, torch.Tensor]

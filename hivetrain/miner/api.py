@@ -47,7 +47,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hivetrain import __version__
 from hivetrain.chain.signing import http_auth, resolve_signer
-from hivetrain.protocol import (MAX_PIXEL_BYTES, PROBE_PATH, STATUS_PATH, UPDATE_HEADER,
+from hivetrain.probe.schemas import (MAX_PIXEL_BYTES, PROBE_PATH, STATUS_PATH, UPDATE_HEADER,
                                 UPDATE_PATH, ProbeAnswer, ProbeRequest, ProbeResponse,
                                 StatusResponse, UpdateRequest, sign_answer, sign_update)
 
@@ -202,8 +202,8 @@ def create_app(keypair, *, authorize: Callable[[str], Optional[str]],
     :param keypair: the miner's hotkey (a ``Keypair``, or a ``bittensor.Wallet``); requests must be
         signed for it as receiver, and probe answers are signed with it.
     :param authorize: ``caller_hotkey -> None`` to allow, or the refusal reason (sent with 403).
-    :param probe: runs the probe (hivetrain.model.probe) on the current model and returns the
-        :class:`~hivetrain.protocol.ProbeAnswer` fields. Called from a worker thread, one call at
+    :param probe: runs the probe (hivetrain.probe.compute) on the current model and returns the
+        :class:`~hivetrain.probe.schemas.ProbeAnswer` fields. Called from a worker thread, one call at
         a time; it must read a consistent copy of the model (the miner probes the copy its
         trainer publishes at each epoch). A ``ValueError`` becomes a 422.
     :param status: returns ``epoch``, ``peer_id``, ``samples_per_second`` and ``device``.

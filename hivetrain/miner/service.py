@@ -8,9 +8,9 @@ epoch gets the same loss and gradient, and a probe never waits for an averaging 
 from __future__ import annotations
 
 from hivetrain.miner.trainer import Trainer
-from hivetrain.model.inputs import request_inputs
-from hivetrain.model.probe import param_digest, probe_loss_and_grad
-from hivetrain.protocol import ProbeRequest
+from hivetrain.probe.codec import request_inputs
+from hivetrain.probe.compute import param_digest, probe_loss_and_grad
+from hivetrain.probe.schemas import ProbeRequest
 
 
 class MinerService:

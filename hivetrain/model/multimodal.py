@@ -33,7 +33,7 @@ from transformers import (MODEL_MAPPING, AutoConfig, AutoModel, AutoModelForCaus
                           GPT2LMHeadModel)
 
 from hivetrain.model.gpt2 import gpt2_config, model_fingerprint_facts, padded_vocab_size
-from hivetrain.model.image_tokens import IMAGE_END, IMAGE_SLOT, IMAGE_START  # noqa: F401 (re-exported)
+from hivetrain.image_tokens import IMAGE_END, IMAGE_SLOT, IMAGE_START  # noqa: F401 (re-exported)
 MODES = ("full", "projection")
 MODEL_TYPE = "hivetrain_multimodal_gpt2"
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"

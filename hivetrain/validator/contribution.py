@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hivetrain.data.tokens import derive_seed
-from hivetrain.model.inputs import model_inputs
+from hivetrain.probe.compute import mean_loss, nearest_updates, set_shifted
 from hivetrain.validator.scoring import UpdateOutcome
 from hivetrain.validator.update_client import MISSING, UpdateReply, fetch_updates
 
@@ -104,7 +104,7 @@ class ContributionChecker:
         random_batches = [self.data.probe_batch(derive_seed(seed, "random", i) % 2**63,
                                                 self.batch_size, self.seq_len)
                           for i in range(self.k)]
-        random_before = self._loss(random_batches)
+        random_before = mean_loss(self.model, random_batches)
         outcomes, vectors = {}, {}
         for uid, (reply, reason) in fetched.replies.items():
             if reply is None:
@@ -117,7 +117,7 @@ class ContributionChecker:
                                                random_before, derive_seed(seed, "assigned", uid))
                 if outcomes[uid].status == "ok":
                     vectors[uid] = reply.vector
-        self._restore(base)
+        set_shifted(self.trainable, base)
         outcomes = _with_copies(outcomes, vectors)
         cost.seconds = fetched.seconds + time.monotonic() - started
         return outcomes, cost
@@ -136,42 +136,22 @@ class ContributionChecker:
         if not assigned:
             return UpdateOutcome("ok", "claims no samples", assigned_gain=0.0, random_gain=0.0,
                                  **facts)
-        self._restore(base)
-        assigned_before = self._loss(assigned)
+        set_shifted(self.trainable, base)
+        assigned_before = mean_loss(self.model, assigned)
         if not (math.isfinite(assigned_before) and math.isfinite(random_before)):
             return UpdateOutcome("skipped", f"not scored: reference loss at G_{epoch} is "
                                             f"{assigned_before}/{random_before}", **facts)
-        with torch.no_grad():
-            for param, start, change in zip(self.trainable, base, reply.tensors):
-                param.copy_(start - change.to(param.device, param.dtype))
-        return UpdateOutcome("ok", **facts, assigned_gain=assigned_before - self._loss(assigned),
-                             random_gain=random_before - self._loss(random_batches))
-
-    @torch.no_grad()
-    def _loss(self, batches) -> float:
-        self.model.eval()  # no dropout: the same parameters must give the same loss
-        device = self.trainable[0].device
-        return sum(self.model(**model_inputs(b, device)).loss.item() for b in batches) / len(batches)
-
-    @torch.no_grad()
-    def _restore(self, base) -> None:
-        for param, start in zip(self.trainable, base):
-            param.copy_(start)
+        set_shifted(self.trainable, base, reply.tensors)
+        return UpdateOutcome("ok", **facts,
+                             assigned_gain=assigned_before - mean_loss(self.model, assigned),
+                             random_gain=random_before - mean_loss(self.model, random_batches))
 
 
 def _with_copies(outcomes: dict[int, UpdateOutcome], vectors: dict[int, torch.Tensor]):
     """Each evaluated outcome with its most similar other update (cosine) of this epoch."""
-    uids = list(vectors)
-    if len(uids) < 2:
-        return outcomes
-    matrix = torch.stack([v / v.norm().clamp_min(1e-30) for v in vectors.values()])
-    similarity = (matrix @ matrix.T).fill_diagonal_(-math.inf)
-    result = dict(outcomes)
-    for row, uid in enumerate(uids):
-        best = int(similarity[row].argmax())
-        result[uid] = dataclasses.replace(outcomes[uid], copy_of=uids[best],
-                                   copy_cosine=float(similarity[row, best]))
-    return result
+    nearest = nearest_updates(vectors)
+    return {uid: dataclasses.replace(outcome, copy_of=nearest[uid][0], copy_cosine=nearest[uid][1])
+            if uid in nearest else outcome for uid, outcome in outcomes.items()}
 
 
 def outcome_record(outcome: UpdateOutcome) -> dict:

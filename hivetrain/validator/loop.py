@@ -40,9 +40,9 @@ from hivetrain.chain import Chain
 from hivetrain.config import ValidatorConfig
 from hivetrain.data.captions import ImageCaptionData
 from hivetrain.data.tokens import derive_seed
-from hivetrain.model.inputs import model_inputs, request_fields, request_inputs
-from hivetrain.model.probe import cosine, param_digest, probe_loss_and_grad
-from hivetrain.protocol import ProbeRequest
+from hivetrain.probe.codec import request_fields, request_inputs
+from hivetrain.probe.compute import cosine, mean_loss, param_digest, probe_loss_and_grad
+from hivetrain.probe.schemas import ProbeRequest
 from hivetrain.telemetry import Telemetry
 from hivetrain.validator import consistency, rotation
 from hivetrain.validator import state as score_store
@@ -373,8 +373,8 @@ class Validator:
 
     async def probe_all(self, targets: dict, requests: dict,
                         epoch: int) -> dict[int, ProbeReply | None]:
-        """Probe every served miner concurrently; fetch the swarm's state the moment one answers
-        from an epoch newer than any held.
+        """Probe every served miner at once (one client, one call); fetch the swarm's state the
+        moment one answers from an epoch newer than any held.
 
         Waiting for every probe first (the slowest takes the whole timeout) let the swarm step
         again meanwhile, and a validator whose round outlasted two swarm epochs (update checks on
@@ -389,18 +389,16 @@ class Validator:
         def unheld(reply) -> bool:
             return reply is not None and reply.response.epoch > max(self.snapshots)
 
-        async def probe(uid, target):
-            reply = (await probe_miners(self.chain.wallet, [target], requests[uid],
-                                        self.cfg.timeout))[uid]
+        async def fetch_if_unheld(uid: int, reply: ProbeReply | None) -> None:
             if unheld(reply) and fetches_left[0]:
                 async with fetching:
                     if unheld(reply) and fetches_left[0]:  # not fetched by another answer meanwhile
                         fetches_left[0] -= 1
                         await asyncio.to_thread(self.sync_model, swarm_is_ahead=True)
-            return reply
 
-        answers = await asyncio.gather(*(probe(uid, target) for uid, target in served.items()))
-        return dict(zip(served, answers))
+        return await probe_miners(self.chain.wallet, list(served.values()),
+                                  {uid: requests[uid] for uid in served}, self.cfg.timeout,
+                                  on_reply=fetch_if_unheld)
 
     def judge(self, uid: int, hotkey: str, request: ProbeRequest, reply: ProbeReply | None,
               epoch: int) -> RoundResult:
@@ -436,14 +434,10 @@ class Validator:
                            similarity, score, math.nan, reason,
                            self.snapshot_digests[answer.epoch], answer.param_digest)
 
-    @torch.no_grad()
     def heldout_loss(self) -> float:
         """The swarm model's loss on fixed held-out batches, as the validator holds it."""
         self.reference_model.load_state_dict(self.snapshots[max(self.snapshots)])
-        self.reference_model.eval()
-        device = next(self.reference_model.parameters()).device
-        return sum(self.reference_model(**model_inputs(b, device)).loss.item()
-                   for b in self.heldout) / len(self.heldout)
+        return mean_loss(self.reference_model, self.heldout)
 
     def report(self, results: list[RoundResult], epoch: int, block: int,
                heldout_loss: float, checked_epoch: int | None) -> None:

@@ -2,7 +2,7 @@
 
 Each request is signed with ``bittensor.http_auth`` for that miner's hotkey as receiver, so a
 miner cannot forward it to another one. An answer counts only if it is a 200 with a well-formed
-:class:`~hivetrain.protocol.ProbeResponse`, signed by the hotkey the chain lists for that uid,
+:class:`~hivetrain.probe.schemas.ProbeResponse`, signed by the hotkey the chain lists for that uid,
 and bound to *this* request (caller, nonce, body hash), so an old or borrowed answer is worthless.
 Anything else (timeouts, refused connections, errors, garbage, a bad signature) is ``None``:
 "did not respond", which is what scoring needs and all it needs.
@@ -15,13 +15,13 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Optional
+from typing import Awaitable, Callable, Iterable, Mapping, NamedTuple, Optional
 
 import httpx
 from hivetrain.chain.signing import http_auth, resolve_signer
 from pydantic import ValidationError
 
-from hivetrain.protocol import PROBE_PATH, ProbeRequest, ProbeResponse
+from hivetrain.probe.schemas import PROBE_PATH, ProbeRequest, ProbeResponse
 
 logger = logging.getLogger(__name__)
 
@@ -47,30 +47,48 @@ class ProbeReply:
     latency_s: float
 
 
+OnReply = Callable[[int, Optional[ProbeReply]], Awaitable[None]]
+
+
 class _Unanswered(Exception):
     """Why one miner's answer does not count; logged, then turned into None."""
 
 
-async def probe_miners(keypair, targets: Iterable[tuple[int, str, str, int]], request: ProbeRequest,
-                       timeout: float, *, client: Optional[httpx.AsyncClient] = None,
-                       ) -> dict[int, Optional[ProbeReply]]:
-    """Probe every target concurrently; ``None`` for each miner whose answer does not count.
+async def probe_miners(keypair, targets: Iterable[tuple[int, str, str, int]],
+                       requests: ProbeRequest | Mapping[int, ProbeRequest], timeout: float, *,
+                       client: Optional[httpx.AsyncClient] = None,
+                       on_reply: Optional[OnReply] = None) -> dict[int, Optional[ProbeReply]]:
+    """Probe every target concurrently over one client; ``None`` for each miner whose answer
+    does not count.
 
     :param keypair: the validator's hotkey (``Keypair`` or ``bittensor.Wallet``).
     :param targets: ``(uid, hotkey, ip, port)`` per miner; an unserved axon (ip 0.0.0.0 or port 0)
         is not contacted.
+    :param requests: one request for every target, or ``uid -> request`` (each miner its own
+        seed and batch).
     :param timeout: seconds per miner, connection to last byte.
     :param client: an ``httpx.AsyncClient`` to reuse across rounds; one is made otherwise.
+    :param on_reply: awaited with ``(uid, reply)`` as each miner's answer is settled, while the
+        others are still outstanding (the validator fetches the swarm's state the moment an
+        answer comes from an epoch it does not hold yet).
     """
     signer = resolve_signer(keypair, role="hotkey")
-    body = request.model_dump_json().encode()
     targets = [Target(*target) for target in targets]
     if client is None:
         async with httpx.AsyncClient(trust_env=False, timeout=timeout,
                                      limits=httpx.Limits(max_connections=256)) as own:
-            return await probe_miners(signer, targets, request, timeout, client=own)
-    replies = await asyncio.gather(*(_probe_one(client, signer, target, body, timeout)
-                                     for target in targets))
+            return await probe_miners(signer, targets, requests, timeout, client=own,
+                                      on_reply=on_reply)
+
+    async def probe(target: Target) -> Optional[ProbeReply]:
+        request = requests if isinstance(requests, ProbeRequest) else requests[target.uid]
+        reply = await _probe_one(client, signer, target, request.model_dump_json().encode(),
+                                 timeout)
+        if on_reply is not None:
+            await on_reply(target.uid, reply)
+        return reply
+
+    replies = await asyncio.gather(*(probe(target) for target in targets))
     return {target.uid: reply for target, reply in zip(targets, replies)}
 
 

@@ -30,7 +30,7 @@ import torch
 from pydantic import ValidationError
 
 from hivetrain.chain.signing import http_auth, resolve_signer
-from hivetrain.protocol import UPDATE_HEADER, UPDATE_PATH, UpdateEnvelope, UpdateRequest
+from hivetrain.probe.schemas import UPDATE_HEADER, UPDATE_PATH, UpdateEnvelope, UpdateRequest
 from hivetrain.validator.prober import UNSERVED_IPS, Target
 
 logger = logging.getLogger(__name__)

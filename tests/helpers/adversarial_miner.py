@@ -21,7 +21,7 @@ from transformers import GPT2LMHeadModel
 
 from hivetrain.cli import main
 from hivetrain.miner import service
-from hivetrain.model.probe import probe_loss_and_grad
+from hivetrain.probe.compute import probe_loss_and_grad
 
 MODE = sys.argv.pop(1)
 honest_probe = service.MinerService.probe
@@ -209,7 +209,7 @@ def _patch_proxy():
     this miner's hotkey and binds it to the validator's request), and serve its update."""
     import asyncio
 
-    from hivetrain.protocol import ProbeAnswer
+    from hivetrain.probe.schemas import ProbeAnswer
     from hivetrain.validator.prober import probe_miners
 
     colluder, source = _colluding_source()

@@ -20,7 +20,7 @@ from typing import Annotated, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hivetrain.chain.signing import CRYPTO_TYPE_NAMES, parse_crypto_type, verify_signature
-from hivetrain.model.image_tokens import LOWEST_PLACEHOLDER
+from hivetrain.image_tokens import LOWEST_PLACEHOLDER
 
 PROBE_PATH = "/v1/probe"
 STATUS_PATH = "/v1/status"
@@ -48,7 +48,7 @@ PeerIdText = Annotated[str, Field(pattern=r"^[1-9A-HJ-NP-Za-km-z]{16,128}$")]
 # Averaging groups named in an update envelope (the envelope travels in one HTTP header).
 MAX_GROUP = 256
 
-# Token ids, or the negative placeholders of an image span (hivetrain.model.image_tokens).
+# Token ids, or the negative placeholders of an image span (hivetrain.image_tokens).
 TokenId = Annotated[int, Field(ge=LOWEST_PLACEHOLDER, lt=2**31)]
 TokenRow = Annotated[list[TokenId], Field(min_length=2, max_length=MAX_SEQ_LEN)]
 Label = Annotated[int, Field(ge=IGNORE_LABEL, lt=2**31)]
@@ -92,7 +92,7 @@ class ProbeRequest(BaseModel):
     input_ids: Annotated[list[TokenRow], Field(min_length=1, max_length=MAX_BATCH)] = Field(
         description="[batch, seq] held-out token ids; every row the same length.")
     seed: Annotated[int, Field(ge=0, lt=2**63)] = Field(
-        description="Chooses the gradient coordinates (hivetrain.model.probe.probe_coords).")
+        description="Chooses the gradient coordinates (hivetrain.probe.compute.probe_coords).")
     expected_epoch: Annotated[int, Field(ge=0)] = Field(
         description="The swarm epoch the validator's reference model is at.")
     n_coords: Annotated[int, Field(ge=1, le=MAX_COORDS)] = Field(

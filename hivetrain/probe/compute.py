@@ -1,15 +1,21 @@
-"""The probe: one loss and a few gradient coordinates, computed identically by miner and validator.
+"""What miner and validator compute alike: the probe's loss and gradient coordinates, and the
+losses that measure an update.
 
 A validator checks that a miner really holds the swarm's current model by sending it a batch of
-held-out data (tokens; for multimodal models also labels and images) and a seed. Both sides run :func:`probe_loss_and_grad` on that batch: the loss
-shows the miner's weights are as trained as the validator's, and a handful of gradient entries at
-seed-chosen coordinates show the miner ran the real backward pass rather than echoing a number.
+held-out data (tokens; for multimodal models also labels and images) and a seed. Both sides run
+:func:`probe_loss_and_grad` on that batch: the loss shows the miner's weights are as trained as
+the validator's, and a handful of gradient entries at seed-chosen coordinates show the miner ran
+the real backward pass rather than echoing a number.
 Coordinates are drawn from the seed alone, so the validator knows them before the miner answers
 and a miner cannot pick the entries it happens to have.
 
 The computation is deterministic for given weights: eval mode (dropout off), float32, no
 autocast. Gradients come from ``torch.autograd.grad``, so the ``.grad`` buffers that a training
 loop may be accumulating into are never touched.
+
+An update ``u = G_e - theta`` (:mod:`hivetrain.swarm.updates`) is measured by the loss it removes:
+:func:`mean_loss` at ``G_e`` and again after :func:`set_shifted` put ``G_e - u`` in the model;
+:func:`nearest_updates` finds, for each of an epoch's updates, its most similar other one (copies).
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from dataclasses import dataclass
 
 import torch
 
+from hivetrain.image_tokens import LOWEST_PLACEHOLDER
 from hivetrain.model.gpt2 import param_digest
-from hivetrain.model.image_tokens import LOWEST_PLACEHOLDER
 from hivetrain.model.inputs import Inputs, model_inputs
 
 __all__ = ["ProbeResult", "probe_loss_and_grad", "probe_coords", "trainable_parameters",
-           "param_digest", "cosine"]
+           "param_digest", "cosine", "mean_loss", "set_shifted", "nearest_updates"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +135,34 @@ def cosine(a: list[float], b: list[float]) -> float:
     if norm == 0.0:
         return 0.0
     return max(-1.0, min(1.0, math.fsum(x * y for x, y in zip(a, b)) / norm))
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, batches: list) -> float:
+    """The mean of ``model``'s loss over ``batches`` in eval mode (no dropout: the same
+    parameters give the same loss on every validator), on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    return sum(model(**model_inputs(b, device)).loss.item() for b in batches) / len(batches)
+
+
+@torch.no_grad()
+def set_shifted(params: list[torch.nn.Parameter], base: list[torch.Tensor],
+                change: list[torch.Tensor] | None = None) -> None:
+    """Set ``params`` to ``base - change`` (to ``base`` when ``change`` is None), casting the
+    change to each parameter's device and dtype (updates travel as float32 on the CPU)."""
+    for param, start, delta in zip(params, base, change or [None] * len(params)):
+        param.copy_(start if delta is None else start - delta.to(param.device, param.dtype))
+
+
+def nearest_updates(vectors: dict[int, torch.Tensor]) -> dict[int, tuple[int, float]]:
+    """``uid -> (the other uid whose update is most similar, cosine)`` for two or more flat
+    updates of one epoch (empty for fewer); a zero update has cosine 0 with everything."""
+    uids = list(vectors)
+    if len(uids) < 2:
+        return {}
+    matrix = torch.stack([v / v.norm().clamp_min(1e-30) for v in vectors.values()])
+    similarity = (matrix @ matrix.T).fill_diagonal_(-math.inf)
+    best = similarity.argmax(dim=1)
+    return {uid: (uids[int(best[row])], float(similarity[row, best[row]]))
+            for row, uid in enumerate(uids)}

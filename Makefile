@@ -2,7 +2,8 @@
 #   make demo   virtualenv + pinned install + post_install.py + the local swarm
 #   make test   the same set-up + test dependencies (pytest, pm2 from npm) + the test suite
 #   make demo-multimodal   the local swarm on the multimodal mm-tiny preset (shapes captions)
-#   make test-slow / make bench   soak tests and benchmark figures (docs/benchmarks.md)
+#   make test-slow / make bench   soak tests and benchmark figures (docs/benchmarks.md; bench
+#                                 also measures the defences' cost in one process)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -46,6 +47,7 @@ test-slow: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(PY) bench/low_communication.py $(ARGS)
+	$(PY) bench/defence_cost.py
 
 bench-multimodal: $(VENV)/.installed
 	$(PY) bench/multimodal_caption.py $(ARGS)

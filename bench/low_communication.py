@@ -190,6 +190,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--inner-steps", type=int, default=100)
     parser.add_argument("--only", nargs="*", help="configurations to run (default: all)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the swarm configurations this many times, in alternating order (A B "
+                             "B A ...), so that drift of the machine's load falls on both sides")
     parser.add_argument("--keep", metavar="DIR", help="keep the neurons' folders here")
     parser.add_argument("--role", default="all", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -212,14 +215,16 @@ def main() -> None:
         if "hivemind" in wanted:
             dirs = run_baseline(args.peers, args.seconds, Path(tmp) / "hivemind")
             results["hivemind"] = summarise(dirs, args.warmup)
-        for name, flags in configurations(args.inner_steps).items():
-            if name in wanted:
+        for repetition in range(args.repeat):
+            chosen = [(n, f) for n, f in configurations(args.inner_steps).items() if n in wanted]
+            for name, flags in chosen[::-1] if repetition % 2 else chosen:
+                key = name + (f" #{repetition + 1}" if repetition else "")
                 program = UNDEFENDED_MINER if name.endswith(UNDEFENDED) else HIVETRAIN
                 dirs = run_miners(args.peers, args.seconds, flags,
-                                  Path(tmp) / name.replace("/", "-"), program)
-                results[name] = summarise(dirs, args.warmup)
-                print(f"{name}: {results[name]['samples_per_second']:.1f} samples/s, "
-                      f"{results[name]['rounds']} rounds", flush=True)
+                                  Path(tmp) / key.replace("/", "-").replace(" #", "-"), program)
+                results[key] = summarise(dirs, args.warmup)
+                print(f"{key}: {results[key]['samples_per_second']:.1f} samples/s, "
+                      f"{results[key]['rounds']} rounds", flush=True)
     report(results, args)
 
 
@@ -249,14 +254,21 @@ def report(results: dict, args) -> None:
             mine, theirs = loss_at(v["curve"], seen), loss_at(sync, seen)
             line += f"  {'':>15}{seen:>7} {mine:6.3f} {theirs:6.3f} {(mine / theirs - 1):+6.1%}"
         print(line)
-    defended, undefended = swarms.get("diloco/fp16"), swarms.get("diloco/fp16" + UNDEFENDED)
-    if defended and undefended:
-        ratio = defended["samples_per_second"] / undefended["samples_per_second"]
-        seen = min(defended["curve"][-1][0], undefended["curve"][-1][0])
-        print(f"defences' cost (diloco/fp16 against diloco/fp16{UNDEFENDED}, this run): "
-              f"samples/s ratio {ratio:.3f} ({1 - ratio:.1%} lost); held-out at {seen} samples "
-              f"{loss_at(defended['curve'], seen):.3f} against "
-              f"{loss_at(undefended['curve'], seen):.3f}")
+    ratios = []
+    for repetition in range(args.repeat):
+        suffix = f" #{repetition + 1}" if repetition else ""
+        defended = swarms.get("diloco/fp16" + suffix)
+        undefended = swarms.get("diloco/fp16" + UNDEFENDED + suffix)
+        if defended and undefended:
+            ratios.append(defended["samples_per_second"] / undefended["samples_per_second"])
+            seen = min(defended["curve"][-1][0], undefended["curve"][-1][0])
+            print(f"defences' cost{suffix} (diloco/fp16 against diloco/fp16{UNDEFENDED}): "
+                  f"samples/s ratio {ratios[-1]:.3f} ({1 - ratios[-1]:.1%} lost); held-out at "
+                  f"{seen} samples {loss_at(defended['curve'], seen):.3f} against "
+                  f"{loss_at(undefended['curve'], seen):.3f}")
+    if len(ratios) > 1:
+        print(f"defences' cost over {len(ratios)} pairs: samples/s ratio median "
+              f"{float(np.median(ratios)):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}")
     if fp32_round:
         print(f"one fp32 all-reduce of the model: {fp32_round / 1e6:.2f} MB serialised per round "
               f"(both peers together); per-step fp32 averaging = that per {BATCH * args.peers} samples")

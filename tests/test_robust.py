@@ -2,7 +2,10 @@
 
 import torch
 
-from hivetrain.swarm.robust import CLIP_FACTOR, WEIGHT_SPREAD, Verdicts, robust_mean
+import pytest
+
+from hivetrain.swarm.robust import (CLIP_FACTOR, NETWORK_MEDIAN_MAX, WEIGHT_SPREAD, Verdicts,
+                                   coordinate_median, robust_mean)
 
 NAMES = ["honest-a", "honest-b", "honest-c", "attacker"]
 
@@ -169,3 +172,16 @@ def test_a_group_whose_majority_did_not_move_bounds_the_trainer_however_far_it_i
     scaled = Verdicts()
     robust_mean(copies, NAMES, scaled, reference_rms=rms / 18)
     assert set(scaled.offenders) == {"attacker"}
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 8, 15, NETWORK_MEDIAN_MAX, NETWORK_MEDIAN_MAX + 1])
+def test_the_fast_coordinate_median_is_torch_median_exactly(count):
+    """The sorting network must pick the very value torch's lower median picks, ties included."""
+    generator = torch.Generator().manual_seed(count)
+    tensors = [torch.randn(4, 333, generator=generator) for _ in range(count)]
+    for tensor in tensors[1:]:
+        tensor[0, :50] = tensors[0][0, :50]  # ties across all copies
+    if count > 2:
+        tensors[2][1, :40] = tensors[1][1, :40]  # ties within a pair
+    expected = torch.stack(tensors).median(dim=0).values
+    assert torch.equal(coordinate_median(tensors), expected)

@@ -21,6 +21,60 @@ from typing import Callable
 logger = logging.getLogger(__name__)
 
 RELEASE_TIMEOUT_S = 15.0
+# How long the main loop may take to return after the stop signal before a watchdog writes the
+# final state itself. With the emergency path's own bounds (checkpoint 20 s, stop record 5 s) it
+# ends well inside pm2's 60 s kill timeout (run_miner.sh).
+STOP_GRACE_S = 15.0
+
+
+class StopGuard:
+    """Turns SIGINT/SIGTERM into a graceful stop, and ends the neuron from a watchdog when its
+    main loop does not come back.
+
+    The signal reaches hivemind's DHT and averager processes too (pm2 signals the whole tree), and
+    a training step that calls into them then waits on a pipe nobody answers: measured in a loaded
+    fresh-clone ``make test`` (tests/test_stop.py), the miner never left its step, pm2 SIGKILLed it
+    after 60 s and the final checkpoint was lost. So the first signal sets ``on_stop`` (the loop
+    ends after its step) and starts a watchdog; if the loop has not returned ``grace`` seconds
+    later, the watchdog runs ``finish`` (the checkpoint and the stop record) and ends the process.
+    Exactly one of the two paths writes the final state.
+
+    :param on_stop: asks the main loop to stop (e.g. ``trainer.stop.set``).
+    :param finish: writes the final state from the watchdog; must bound its own waits.
+    """
+
+    def __init__(self, on_stop: Callable[[], None], finish: Callable[[], None],
+                 grace: float = STOP_GRACE_S):
+        self._on_stop, self._finish, self.grace = on_stop, finish, grace
+        self._signalled, self._returned = threading.Event(), threading.Event()
+        self._final = threading.Lock()  # held by the path that writes the final state
+
+    def on_signal(self, *_) -> None:
+        """The signal handler: stop the loop, and watch that it does."""
+        if self._signalled.is_set():
+            return
+        self._signalled.set()
+        self._on_stop()
+        threading.Thread(target=self._watch, name="hivetrain-stop-watchdog", daemon=True).start()
+
+    def loop_returned(self) -> None:
+        """Called by the main thread when its loop is over, before it writes the final state.
+        When the watchdog already is writing it, this never returns: the watchdog ends the
+        process."""
+        self._returned.set()
+        if not self._final.acquire(blocking=False):
+            self._final.acquire()  # never released: the watchdog ends the process
+
+    def _watch(self) -> None:
+        if self._returned.wait(self.grace) or not self._final.acquire(blocking=False):
+            return
+        logger.warning("the main loop did not return within %.0f s of the stop signal (a call into "
+                       "a helper process the signal ended); writing the final state from here",
+                       self.grace)
+        try:
+            self._finish()
+        finally:
+            end_process(0)
 
 
 def release(steps: list[tuple[str, Callable[[], object]]],

@@ -26,15 +26,16 @@ from hivetrain.miner.service import MinerService
 from hivetrain.miner.trainer import Trainer
 from hivetrain.model.gpt2 import count_parameters
 from hivetrain.recipe import build_recipe
-from hivetrain.shutdown import end_process, release
+from hivetrain.shutdown import StopGuard, end_process, release
 from hivetrain.swarm.dht import visible_maddrs
 from hivetrain.swarm.optimizer import make_optimizer
 from hivetrain.swarm_run import recipe_flags
-from hivetrain.telemetry import Telemetry
+from hivetrain.telemetry import Telemetry, bounded
 
 logger = logging.getLogger(__name__)
 
 PEER_FILE = "peer.json"
+CHECKPOINT_TIMEOUT_S = 20.0  # the watchdog's checkpoint, should the loop's locks be held
 
 
 def write_peer_file(run_dir: Path, **info) -> None:
@@ -89,12 +90,26 @@ def run_miner(cfg: Config) -> None:
                   epoch=optimizer.local_epoch, parameters=count_parameters(model),
                   resumed_epoch=checkpoint.epoch if checkpoint else None,
                   vocab_size=data.vocab_size, device=str(device))
+
+    def record_stop() -> None:
+        """The epoch of the parameters the final checkpoint holds (the optimizer may be one ahead
+        when its step is stuck between counting an epoch and publishing it)."""
+        telemetry.log("stop", epoch=trainer.published_epoch, samples=trainer.state.samples)
+
+    def finish_from_watchdog() -> None:
+        bounded(trainer.save, CHECKPOINT_TIMEOUT_S, "the final checkpoint")
+        record_stop()  # wandb is left as it is: its service got the same signal
+        logger.info("miner stopped at epoch %d after %d samples", trainer.published_epoch,
+                    trainer.state.samples)
+
+    guard = StopGuard(on_stop=trainer.stop.set, finish=finish_from_watchdog)
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: trainer.stop.set())
+        signal.signal(signum, guard.on_signal)
     try:
         trainer.run()
     finally:
-        telemetry.log("stop", epoch=optimizer.local_epoch, samples=trainer.state.samples)
+        guard.loop_returned()
+        record_stop()
         telemetry.close()
         released = release([("the miner API", api.stop), ("the swarm optimizer", optimizer.shutdown),
                             ("the DHT", member.dht.shutdown), ("the chain connection", chain.close)])

@@ -92,15 +92,16 @@ def run_miner(cfg: Config) -> None:
                   vocab_size=data.vocab_size, device=str(device))
 
     def record_stop() -> None:
-        """The epoch of the parameters the final checkpoint holds (the optimizer may be one ahead
-        when its step is stuck between counting an epoch and publishing it)."""
+        """The stop record and line carry the epoch of the parameters the final checkpoint holds
+        (the optimizer may be one ahead when its step is stuck between counting an epoch and
+        publishing it)."""
         telemetry.log("stop", epoch=trainer.published_epoch, samples=trainer.state.samples)
+        logger.info("miner stopped at epoch %d after %d samples", trainer.published_epoch,
+                    trainer.state.samples)
 
     def finish_from_watchdog() -> None:
         bounded(trainer.save, CHECKPOINT_TIMEOUT_S, "the final checkpoint")
         record_stop()  # wandb is left as it is: its service got the same signal
-        logger.info("miner stopped at epoch %d after %d samples", trainer.published_epoch,
-                    trainer.state.samples)
 
     guard = StopGuard(on_stop=trainer.stop.set, finish=finish_from_watchdog)
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -113,8 +114,6 @@ def run_miner(cfg: Config) -> None:
         telemetry.close()
         released = release([("the miner API", api.stop), ("the swarm optimizer", optimizer.shutdown),
                             ("the DHT", member.dht.shutdown), ("the chain connection", chain.close)])
-    logger.info("miner stopped at epoch %d after %d samples", optimizer.local_epoch,
-                trainer.state.samples)
     if not released:
         end_process(0)
 

@@ -30,6 +30,13 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 UNSERVED_IPS = frozenset({"", "0.0.0.0", "::"})
 
 
+def miner_client(timeout: float) -> httpx.AsyncClient:
+    """The client the validator talks to miners with: no proxy from the environment (miners are
+    dialled directly), and room for every miner of a large subnet at once."""
+    return httpx.AsyncClient(trust_env=False, timeout=timeout,
+                             limits=httpx.Limits(max_connections=256))
+
+
 class Target(NamedTuple):
     """One miner as the metagraph lists it."""
 
@@ -75,15 +82,19 @@ async def probe_miners(keypair, targets: Iterable[tuple[int, str, str, int]],
     signer = resolve_signer(keypair, role="hotkey")
     targets = [Target(*target) for target in targets]
     if client is None:
-        async with httpx.AsyncClient(trust_env=False, timeout=timeout,
-                                     limits=httpx.Limits(max_connections=256)) as own:
+        async with miner_client(timeout) as own:
             return await probe_miners(signer, targets, requests, timeout, client=own,
                                       on_reply=on_reply)
+    bodies: dict[int, bytes] = {}  # id(request) -> its body: a shared request is serialized once
+
+    def body_for(target: Target) -> bytes:
+        request = requests if isinstance(requests, ProbeRequest) else requests[target.uid]
+        if id(request) not in bodies:
+            bodies[id(request)] = request.model_dump_json().encode()
+        return bodies[id(request)]
 
     async def probe(target: Target) -> Optional[ProbeReply]:
-        request = requests if isinstance(requests, ProbeRequest) else requests[target.uid]
-        reply = await _probe_one(client, signer, target, request.model_dump_json().encode(),
-                                 timeout)
+        reply = await _probe_one(client, signer, target, body_for(target), timeout)
         if on_reply is not None:
             await on_reply(target.uid, reply)
         return reply

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from hivetrain.chain.signing import http_auth, resolve_signer
 from hivetrain.probe.schemas import UPDATE_HEADER, UPDATE_PATH, UpdateEnvelope, UpdateRequest
-from hivetrain.validator.prober import UNSERVED_IPS, Target
+from hivetrain.validator.prober import UNSERVED_IPS, Target, miner_client
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ async def fetch_updates(keypair, targets: Sequence[tuple[int, str, str, int]], e
     """
     signer = resolve_signer(keypair, role="hotkey")
     body = UpdateRequest(epoch=epoch).model_dump_json().encode()
-    async with httpx.AsyncClient(trust_env=False, timeout=timeout,
-                                 limits=httpx.Limits(max_connections=256)) as client:
+    async with miner_client(timeout) as client:
         replies = await asyncio.gather(*(
             _fetch_one(client, signer, Target(*target), body, epoch, list(shapes), timeout)
             for target in targets))

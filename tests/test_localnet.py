@@ -8,11 +8,14 @@ the display and report mixed both runs.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
-from helpers.polling import records
+from helpers.polling import records, wait_until
 from hivetrain.localnet.cli import new_run_dir
+from hivetrain.miner.neuron import PEER_FILE
 
 
 def test_each_run_gets_a_new_numbered_folder_and_earlier_ones_stay(tmp_path):
@@ -27,27 +30,52 @@ def test_each_run_gets_a_new_numbered_folder_and_earlier_ones_stay(tmp_path):
     assert list((parent / "8").iterdir()) == []
 
 
-SWARM = ["--swarm.miners", "2", "--swarm.validators", "0", "--swarm.duration", "40",
-         "--model.preset", "tiny", "--data.seq_len", "64", "--train.batch_size", "4",
-         "--train.log_every", "2", "--train.eval_batches", "1", "--wandb.off"]
+SWARM = ["--swarm.miners", "2", "--swarm.validators", "0", "--model.preset", "tiny",
+         "--data.seq_len", "64", "--train.batch_size", "4", "--train.log_every", "2",
+         "--train.eval_batches", "1", "--wandb.off"]
+
+
+def one_swarm(run_dir):
+    """Both miners of the run trained in a swarm of two."""
+    return all(any(r["peers"] == 2 for r in records(run_dir / miner, "train"))
+               for miner in ("miner1", "miner2"))
 
 
 def test_make_demo_twice_gives_two_clean_runs(tmp_path):
-    """Two real local swarms, one after the other, with the same --swarm.dir."""
+    """Two real local swarms, one after the other, with the same --swarm.dir: the first runs out
+    its --swarm.duration, the second is stopped by SIGTERM (as ``kill`` or a CI timeout would)
+    once both miners train together, and leaves no neuron running."""
     parent = tmp_path / "demo"
-    for run in ("1", "2"):
-        result = subprocess.run([sys.executable, "-m", "hivetrain", "swarm", "--swarm.dir",
-                                 str(parent), *SWARM], capture_output=True, text=True,
-                                timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert f"wallets in {parent / run}" in result.stdout
+    command = [sys.executable, "-m", "hivetrain", "swarm", "--swarm.dir", str(parent), *SWARM]
+    first = subprocess.run([*command, "--swarm.duration", "40"], capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    second = subprocess.Popen([*command, "--swarm.duration", "600"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: second.poll() is not None or one_swarm(parent / "2"), 300,
+                   "both miners of the second run to train in one swarm")
+        assert second.poll() is None, second.communicate()[0][-3000:]
+        pids = [json.loads((parent / "2" / miner / PEER_FILE).read_text())["pid"]
+                for miner in ("miner1", "miner2")]
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=180)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 0, output[-3000:]
+    assert "SIGTERM: stopping the swarm" in output
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], "a miner outlived the swarm"
+
+    for run, stdout in (("1", first.stdout), ("2", output)):
+        assert f"wallets in {parent / run}" in stdout
         report = json.loads((parent / run / "report.json").read_text())
         assert report
+        assert one_swarm(parent / run), run
         for miner in ("miner1", "miner2"):
-            trained = records(parent / run / miner, "train")
-            assert trained and max(r["peers"] for r in trained) == 2, (run, miner)  # one swarm
-            started = records(parent / run / miner, "start")
-            assert len(started) == 1  # nothing left over from the other run
+            assert len(records(parent / run / miner, "start")) == 1  # nothing from the other run
+            assert records(parent / run / miner, "stop"), (run, miner)  # a clean stop
 
 
 def test_the_report_plots_each_rounds_score_beside_the_moving_average(tmp_path):

@@ -9,7 +9,6 @@ miners' own metrics files against a deadline; nothing sleeps in place of synchro
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -141,12 +140,27 @@ def test_killed_peer_does_not_stall_the_swarm_and_rejoins_from_the_global_state(
                group)
 
 
-def tool(command, options, *flags):
-    """``hivetrain <command>`` against the swarm's chain, as an operator types it."""
-    return subprocess.run([sys.executable, "-m", "hivetrain", command, "--netuid", str(NETUID),
-                           "--subtensor.network", "embedded", "--chain.path",
-                           str(options.chain_path), "--dht.host_ip", "127.0.0.1", *flags],
-                          capture_output=True, text=True, timeout=300)
+def tools(options, *commands):
+    """``hivetrain <command> <flags>`` for each of ``commands`` against the swarm's chain, as an
+    operator types them, all at once (each is a read of the running swarm; most of each one's
+    time is importing torch and transformers). Their results, in order."""
+    started = [subprocess.Popen([sys.executable, "-m", "hivetrain", command, "--netuid",
+                                 str(NETUID), "--subtensor.network", "embedded", "--chain.path",
+                                 str(options.chain_path), "--dht.host_ip", "127.0.0.1", *flags],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for command, *flags in commands]
+    try:
+        finished = []
+        for process in started:
+            stdout, stderr = process.communicate(timeout=300)
+            finished.append(subprocess.CompletedProcess(process.args, process.returncode,
+                                                        stdout, stderr))
+        return finished
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def test_status_and_export_find_the_run_without_training_flags(swarm, tmp_path):
@@ -154,22 +168,22 @@ def test_status_and_export_find_the_run_without_training_flags(swarm, tmp_path):
     FLAGS is repeated, and flags that make another run are named in a warning."""
     group, dirs, options = swarm
     run_id = json.loads((dirs["miner1"] / PEER_FILE).read_text())["run_id"]
-    started = time.monotonic()
-    plain = tool("status", options, "--json")
-    print(f"status took {time.monotonic() - started:.1f} s")
+    out = tmp_path / "export"
+    plain, wrong, done = tools(
+        options, ("status", "--json"),
+        ("status", "--json", "--model.preset", "tiny", "--train.inner_steps", "21"),
+        ("export", "--out", str(out), "--neuron.dir", str(tmp_path / "exporter")))
     assert plain.returncode == 0, plain.stderr[-2000:]
     facts = json.loads(plain.stdout)
     assert facts["run_id"] == run_id and facts["run_id_from"].startswith("the chain")
-    assert facts["peers_online"] >= 2 and not facts["warnings"] and "warning" not in plain.stderr
+    assert facts["peers_online"] >= 2 and not facts["warnings"]
+    assert "warning" not in plain.stderr
 
-    wrong = tool("status", options, "--json", "--model.preset", "tiny", "--train.inner_steps", "21")
     assert wrong.returncode == 0, wrong.stderr[-2000:]
     assert json.loads(wrong.stdout)["run_id"] == run_id
     assert f"but the swarm trains {run_id}" in wrong.stderr
     assert "--model.preset --train.inner_steps" in wrong.stderr
 
-    out = tmp_path / "export"
-    done = tool("export", options, "--out", str(out), "--neuron.dir", str(tmp_path / "exporter"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"(run {run_id})" in done.stdout and "warning" not in done.stderr
     assert (out / "config.json").exists()

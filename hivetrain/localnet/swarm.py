@@ -9,6 +9,7 @@ DHT addresses they commit on chain; nothing is passed between them by hand.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -94,8 +95,19 @@ def start_neurons(group: ProcessGroup, options: SwarmOptions, validator_flags: l
     return names, validators
 
 
+def _interrupt(signum, frame) -> None:
+    """The first SIGTERM stops the swarm as Ctrl-C does; later ones wait for that stop."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def run_local_swarm(options: SwarmOptions) -> dict:
-    """Run the swarm and return the report summary; raises LaunchError if a neuron dies."""
+    """Run the swarm and return the report summary; raises LaunchError if a neuron dies.
+
+    SIGTERM (``kill``, a CI timeout, a closed terminal's supervisor) stops it as Ctrl-C does:
+    Python's default for SIGTERM ends the process on the spot, and left its miners and validators
+    training, orphaned, until someone found them."""
+    signal.signal(signal.SIGTERM, _interrupt)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     print(f"creating the dev chain and wallets in {options.out_dir}", flush=True)
     prepare_chain(options)
@@ -107,7 +119,7 @@ def run_local_swarm(options: SwarmOptions) -> dict:
         try:
             watch(group, options, names, time.monotonic() + options.duration)
         except KeyboardInterrupt:
-            print("\nCtrl-C: stopping the swarm", flush=True)
+            print("\nCtrl-C or SIGTERM: stopping the swarm", flush=True)
         print("stopping neurons (each miner writes a checkpoint)...", flush=True)
     summary = summarise(options, names, time.monotonic() - started)
     png, report = write_report(options, names, summary)

@@ -85,16 +85,12 @@ async def probe_miners(keypair, targets: Iterable[tuple[int, str, str, int]],
         async with miner_client(timeout) as own:
             return await probe_miners(signer, targets, requests, timeout, client=own,
                                       on_reply=on_reply)
-    bodies: dict[int, bytes] = {}  # id(request) -> its body: a shared request is serialized once
-
-    def body_for(target: Target) -> bytes:
-        request = requests if isinstance(requests, ProbeRequest) else requests[target.uid]
-        if id(request) not in bodies:
-            bodies[id(request)] = request.model_dump_json().encode()
-        return bodies[id(request)]
+    # One request for everyone is serialized once; a request per uid once for its miner.
+    shared = requests.model_dump_json().encode() if isinstance(requests, ProbeRequest) else None
 
     async def probe(target: Target) -> Optional[ProbeReply]:
-        reply = await _probe_one(client, signer, target, body_for(target), timeout)
+        body = shared or requests[target.uid].model_dump_json().encode()
+        reply = await _probe_one(client, signer, target, body, timeout)
         if on_reply is not None:
             await on_reply(target.uid, reply)
         return reply

@@ -9,6 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: demo demo-multimodal test test-slow bench bench-multimodal install clean
 
@@ -39,8 +40,11 @@ demo-multimodal: install
 	$(PY) -m hivetrain swarm --swarm.dir runs/demo-multimodal --model.preset mm-tiny \
 		--data.seq_len 32 $(ARGS)
 
+# Two pytest-xdist workers, each taking whole modules (a module's subnet is shared by its tests),
+# longest first (tests/conftest.py).
 test: $(VENV)/.installed-dev node_modules/.bin/pm2
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		$(PYTEST_ARGS)
 
 test-slow: $(VENV)/.installed-dev
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

@@ -38,6 +38,7 @@ setup(
         "pydantic>=2.14,<3",
         "matplotlib>=3.11,<4",
     ],
-    extras_require={"dev": ["pytest>=9.2,<10", "pytest-timeout>=2.4,<3"]},
+    extras_require={"dev": ["pytest>=9.2,<10", "pytest-timeout>=2.4,<3",
+                    "pytest-xdist>=3.8,<4"]},
     entry_points={"console_scripts": ["hivetrain = hivetrain.cli:main"]},
 )

@@ -23,8 +23,9 @@ FLAGS = ["--model.preset", "mm-tiny", "--data.seq_len", "32", "--train.batch_siz
          "--train.averaging_timeout", "20", "--train.log_every", "3", "--train.eval_batches", "2",
          "--train.checkpoint_every", "5", "--train.lr", "2e-3", "--train.warmup_epochs", "1"]
 VALIDATOR_FLAGS = ["--validator.interval", "4"]
-# Validator rounds judged: 2 miners x 10 rounds, so >= 95 % allows one missed answer.
-ROUNDS = 10
+# Validator rounds judged: `make test` 2 miners x 4 rounds, one missed answer allowed;
+# `make test-slow` measures the rate (>= 95 %) over 2 miners x 10 rounds.
+RULE_ROUNDS, RATE_ROUNDS = 4, 10
 COLOUR_READ_LOSS = 0.40
 
 
@@ -50,17 +51,30 @@ def serving_rounds(validator_dir, count):
     return None
 
 
-def test_validator_accepts_honest_multimodal_miners(swarm):
-    """Both honest miners are accepted in at least 95 % of their answers once they serve."""
+def honest_answers(swarm, count):
+    """``(accepted, every answer)`` over ``count`` validator rounds once both miners answer."""
     group, options, names = swarm
-    history = wait_until(lambda: serving_rounds(options.out_dir / "validator1", ROUNDS), 400,
-                         f"{ROUNDS} validator rounds once both miners answer", group)
+    history = wait_until(lambda: serving_rounds(options.out_dir / "validator1", count),
+                         250 + 15 * count, f"{count} validator rounds once both miners answer",
+                         group)
     results = [result for round_ in history for result in round_["results"]]
     assert {r["uid"] for r in results} == {r["uid"] for r in history[0]["results"]}
     assert len(history[0]["results"]) == len(names)
     reasons = [(r["epoch"], r["score"], r["reason"], r["param_digest"], r["reference_digest"])
                for r in results]
-    assert sum(r["score"] == 1.0 for r in results) >= 0.95 * len(results), reasons
+    return sum(r["score"] == 1.0 for r in results), reasons
+
+
+def test_validator_accepts_honest_multimodal_miners(swarm):
+    """Both honest miners are accepted once they serve: one missed answer allowed."""
+    accepted, reasons = honest_answers(swarm, RULE_ROUNDS)
+    assert accepted >= len(reasons) - 1, reasons
+
+
+@pytest.mark.slow
+def test_honest_multimodal_miners_are_accepted_in_95_percent_of_answers(swarm):
+    accepted, reasons = honest_answers(swarm, RATE_ROUNDS)
+    assert accepted >= 0.95 * len(reasons), reasons
 
 
 # About 22 outer steps of mm-tiny training: 208 s on a loaded 2-core machine, but CI's run of

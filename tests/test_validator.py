@@ -29,9 +29,11 @@ VALIDATOR_FLAGS = ["--validator.interval", "1", "--validator.alpha", "0.5",
                    "--validator.timeout", "5", "--validator.weights_every", "5"]
 ADVERSARY = str(Path(__file__).parent / "helpers" / "adversarial_miner.py")
 CHEATERS = ("lie_loss", "wrong_grad", "other_model")
-# Rounds the honest miner is judged over: with >= 95 % required, 20 rounds allow one miss.
-# HIVETRAIN_TEST_ROUNDS=60 measures the rate over more (docs/validation.md).
-ROUNDS = int(os.environ.get("HIVETRAIN_TEST_ROUNDS", "20"))
+# `make test` judges the rule over a few rounds (one miss of the honest miner allowed);
+# `make test-slow` measures the honest rate (>= 95 %) over 20 rounds, one miss allowed, and
+# HIVETRAIN_TEST_ROUNDS=60 over more (docs/validation.md).
+RULE_ROUNDS = 5
+RATE_ROUNDS = int(os.environ.get("HIVETRAIN_TEST_ROUNDS", "20"))
 
 
 class Junk(BaseHTTPRequestHandler):
@@ -120,31 +122,47 @@ def serving_rounds(validator_dir, miner_uids, count):
     return None
 
 
-def test_scores_follow_the_rule(subnet):
-    """Cheaters always score 0.3 and absent miners 0.1; the honest miner scores 1.0.
-
-    The validator recomputes every answer at the epoch the miner reports, so an honest answer
-    fails only when the validator could not fetch that epoch in time; docs/validation.md gives
-    the measured rate. The honest miner must win at least 95 % of the rounds once all serve.
-    """
+def judged(subnet, count):
+    """``name -> its results`` over ``count`` validator rounds once every miner serves."""
     group, options, uids = subnet
     validator_dir = options.out_dir / "validator1"
     miners = [uids[m] for m in ("honest", *CHEATERS)]
-    history = wait_until(lambda: serving_rounds(validator_dir, miners, ROUNDS), 180 + 15 * ROUNDS,
-                         f"{ROUNDS} validator rounds once every miner serves", group)
+    history = wait_until(lambda: serving_rounds(validator_dir, miners, count), 180 + 15 * count,
+                         f"{count} validator rounds once every miner serves", group)
     by_name = {name: [{r["uid"]: r for r in round_["results"]}[uid] for round_ in history]
                for name, uid in uids.items()}
     print(json.dumps({name: [(r["epoch"], r["score"], r["reason"], r.get("param_digest"),
                               r.get("reference_digest")) for r in results]
                       for name, results in by_name.items()}, indent=1))
+    return by_name
+
+
+def test_scores_follow_the_rule(subnet):
+    """Cheaters always score 0.3 and absent miners 0.1; the honest miner scores 1.0.
+
+    The validator recomputes every answer at the epoch the miner reports, so an honest answer
+    fails only when the validator could not fetch that epoch in time; docs/validation.md gives
+    the measured rate (test_the_honest_miner_is_accepted_in_95_percent_of_rounds).
+    """
+    by_name = judged(subnet, RULE_ROUNDS)
     honest_wins = sum(r["score"] == 1.0 for r in by_name["honest"])
-    assert honest_wins >= 0.95 * len(history), by_name["honest"]
+    assert honest_wins >= RULE_ROUNDS - 1, by_name["honest"]
     for cheater in CHEATERS:
         assert all(r["score"] == 0.3 for r in by_name[cheater]), (cheater, by_name[cheater])
     for absent in ("down", "junk", "slow"):
         assert all(r["score"] == 0.1 for r in by_name[absent]), (absent, by_name[absent])
     ema = {name: results[-1]["ema"] for name, results in by_name.items()}
     assert ema["honest"] > max(ema[c] for c in CHEATERS) > max(ema[a] for a in ("down", "junk", "slow"))
+
+
+@pytest.mark.slow
+def test_the_honest_miner_is_accepted_in_95_percent_of_rounds(subnet):
+    """The agreement rate of issue 13, over RATE_ROUNDS rounds of the same subnet."""
+    by_name = judged(subnet, RATE_ROUNDS)
+    honest_wins = sum(r["score"] == 1.0 for r in by_name["honest"])
+    assert honest_wins >= 0.95 * RATE_ROUNDS, by_name["honest"]
+    for cheater in CHEATERS:
+        assert all(r["score"] == 0.3 for r in by_name[cheater]), (cheater, by_name[cheater])
 
 
 def test_weights_on_chain_rank_the_honest_miner_first(subnet):
@@ -168,12 +186,13 @@ def test_weights_on_chain_rank_the_honest_miner_first(subnet):
 
 
 def test_status_json_lists_every_peer_and_score(subnet):
+    """No training flag is given: the run comes from the chain (tests/test_swarm.py checks status
+    given the flags of another run too)."""
     group, options, uids = subnet
-    flags = [f for f in FLAGS if f != "--wandb.off"]
     result = subprocess.run(
         [sys.executable, "-m", "hivetrain", "status", "--json", "--netuid", str(NETUID),
          "--subtensor.network", "embedded", "--chain.path", str(options.chain_path),
-         "--dht.host_ip", "127.0.0.1", *flags], capture_output=True, text=True, timeout=180)
+         "--dht.host_ip", "127.0.0.1"], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     facts = json.loads(result.stdout)
     miners = [n for n in facts["neurons"] if n["uid"] in {uids[k] for k in ("honest", *CHEATERS)}]

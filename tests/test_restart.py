@@ -5,7 +5,7 @@ DHT and averager processes and the p2pd daemon get no signal and no cleanup. The
 (re-parented to init), so the restart found its DHT port taken and exited 2, a pm2 restart loop.
 Now they die with the neuron (:mod:`hivetrain.lifeline`): each kill is followed by an immediate
 restart that must come up on the same port, and every helper of the killed miner must be gone.
-``make test`` kills 3 times; the slow version (``make test-slow``) 20 times.
+``make test`` kills once; the slow version (``make test-slow``) 20 times.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def kill_and_restart(tmp_path: Path, kills: int) -> None:
 
 
 def test_sigkilled_miner_restarts_on_its_fixed_dht_port(tmp_path):
-    kill_and_restart(tmp_path, kills=3)
+    kill_and_restart(tmp_path, kills=1)
 
 
 @pytest.mark.slow

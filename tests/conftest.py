@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 MARKER = "HIVETRAIN_TEST_SESSION"
-# One marker per pytest process: `make test` runs two pytest-xdist workers, which inherit the
-# controller's environment, and each must sweep only what its own tests started.
+# One marker per pytest process: `make test` runs pytest-xdist workers (TEST_WORKERS), which
+# inherit the controller's environment, and each must sweep only what its own tests started.
 os.environ[MARKER] = uuid.uuid4().hex
 # One CPU thread per test process and its children (the neurons already take --train.threads 1).
 # Two workers share two cores: with torch's default of a thread per core, OpenMP threads spun
@@ -28,9 +28,10 @@ os.environ[MARKER] = uuid.uuid4().hex
 os.environ["OMP_NUM_THREADS"] = "1"
 
 # Modules that run subnets of real processes for a minute or more, longest first (per-module
-# seconds of `make test`: docs/benchmarks.md, "The test suite's time"). The workers take whole modules in collection order
-# (Makefile: --dist loadfile --no-loadscope-reorder), so these start first and the short modules
-# fill the gaps beside them; collected alphabetically, the two longest came last and ran alone.
+# seconds: docs/benchmarks.md, "The test suite's time"). Workers take whole modules in collection
+# order (Makefile: --dist loadfile --no-loadscope-reorder), so with two workers these start first
+# and the short modules fill the gaps beside them; collected alphabetically, the two longest came
+# last and ran alone.
 LONGEST_FIRST = ("test_validator", "test_swarm", "test_localnet", "test_proof_of_training",
                  "test_robust_averaging", "test_startup_errors", "test_autoupdate",
                  "test_multimodal_swarm", "test_consistency_swarm", "test_diloco", "test_dodger",

@@ -19,7 +19,8 @@ import logging
 import sys
 
 from hivetrain import __version__
-from hivetrain.config import ConfigError, add_config_arguments, config_from_args
+from hivetrain.config import add_config_arguments, config_from_args
+from hivetrain.errors import OperatorError
 
 # The flags that say which swarm (run_id) ``hivetrain export`` downloads and how to reach it.
 EXPORT_SECTIONS = ["subtensor", "chain", "dht", "neuron", "model", "data", "train", "logging"]
@@ -108,11 +109,13 @@ def _run_generate(args: argparse.Namespace) -> None:
 
 def _run_neuron(args: argparse.Namespace) -> None:
     cfg = config_from_args(args, role=args.command)  # validate before the slow imports
+    from hivetrain.preflight import check_start
     from hivetrain.telemetry import setup_logging
 
     setup_logging(cfg)
     existed = cfg.run_dir.exists()
     try:
+        check_start(cfg, args.command)  # before the slow imports: a bad start ends in a second
         if args.command == "miner":
             from hivetrain.miner.neuron import run_miner
 
@@ -136,24 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args) or 0
     except KeyboardInterrupt:
         return 130
-    except Exception as error:
-        # ConfigError is tested first and alone: the other classes live in modules that import
-        # torch, bittensor and hivemind, which a bad flag must not wait for.
-        if not isinstance(error, ConfigError) and not isinstance(error, _operator_errors()):
-            raise
+    except OperatorError as error:  # its message says what to do: one line, no traceback
         print(f"hivetrain {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-def _operator_errors() -> tuple[type, ...]:
-    """Errors whose message already says what to do: printed as one line, no traceback."""
-    from hivetrain.chain import ChainError
-    from hivetrain.export import ExportError
-    from hivetrain.miner.api import PortInUse
-    from hivetrain.swarm.dht import SwarmError
-    from hivetrain.validator.state import StateError
-
-    return ChainError, SwarmError, PortInUse, ExportError, StateError
 
 
 def run_role(role: str, argv: list[str] | None = None) -> int:

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hivetrain import major_version
+from hivetrain.errors import OperatorError
 
 MODEL_PRESETS = ("tiny", "gpt2", "gpt2-medium", "gpt2-677m", "gpt2-large",
                  "mm-tiny", "mm-clip-gpt2-medium")
 NETWORKS = ("finney", "test", "local", "embedded")
 
 
-class ConfigError(ValueError):
+class ConfigError(OperatorError, ValueError):
     """A configuration value that a neuron cannot run with; the message names the flag."""
 
 

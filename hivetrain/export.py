@@ -25,6 +25,7 @@ import torch
 
 from hivetrain.data.shapes import COLOURS, POSITIONS, SHAPES, parse_caption
 from hivetrain.data.tokenizer import eos_id, load_tokenizer
+from hivetrain.errors import OperatorError
 from hivetrain.model.gpt2 import PRESETS, gpt2_config, padded_vocab_size
 from hivetrain.model.multimodal import (CONFIG_NAME, IMAGE_END, IMAGE_SLOT, IMAGE_START, MM_PRESETS,
                                         MODEL_TYPE, MultimodalGPT2, load_multimodal,
@@ -32,7 +33,7 @@ from hivetrain.model.multimodal import (CONFIG_NAME, IMAGE_END, IMAGE_SLOT, IMAG
 from hivetrain.swarm_run import given_recipe_flags
 
 
-class ExportError(Exception):
+class ExportError(OperatorError):
     """Exporting, loading or pushing failed for a reason the message states."""
 
 

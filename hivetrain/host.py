@@ -1,23 +1,28 @@
 """The machine a neuron runs on: its run directory, its ports, its device and CPU threads.
 
-Checked before anything slow starts, so a taken port or a missing GPU stops the neuron with one
-clear line instead of a failure minutes later.
+The run directory and the ports are checked before anything slow starts (``check_host`` imports
+no torch), so a taken port or a read-only disk stops the neuron with one clear line instead of a
+failure minutes later; the device and threads are set once torch is loaded (``prepare_host``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from hivetrain.atomic import atomic_write_text
 from hivetrain.config import Config, ConfigError, check_port_free
+
+if TYPE_CHECKING:
+    import torch
 
 WRITE_CHECK_FILE = ".write-check"
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; an explicit CUDA request without a GPU is an error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -42,12 +47,18 @@ def check_run_dir(run_dir: Path) -> None:
                           f"free disk space, fix its permissions or pass another --neuron.dir") from None
 
 
-def prepare_host(cfg: Config, serves_api: bool) -> torch.device:
-    """Check the run directory and the ports, pick the device and set the CPU threads."""
+def check_host(cfg: Config, serves_api: bool) -> None:
+    """Check the run directory and the ports this neuron will listen on."""
     check_run_dir(cfg.run_dir)
     check_port_free(cfg.dht.port, "--dht.port")
     if serves_api:
         check_port_free(cfg.axon.port, "--axon.port")
+
+
+def prepare_host(cfg: Config) -> torch.device:
+    """Set the CPU threads and pick the device."""
+    import torch
+
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     return resolve_device(cfg.train.device)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hivetrain"
-GROUND_FLOOR = ("data", "model", "config.py", "image_tokens.py", "atomic.py")
+GROUND_FLOOR = ("data", "model", "config.py", "image_tokens.py", "atomic.py", "errors.py")
 ABOVE_GROUND = ("probe", "miner", "validator", "swarm", "localnet", "membership", "recipe",
                 "cli", "export", "status", "swarm_run", "telemetry")
 

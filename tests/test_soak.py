@@ -27,7 +27,7 @@ from hivetrain.localnet.swarm import SwarmOptions, neuron_args, prepare_chain
 from hivetrain.miner.checkpoint import CHECKPOINT_NAME, Checkpoint
 from hivetrain.miner.neuron import PEER_FILE
 from hivetrain.validator import state as score_store
-from hivetrain.validator.loop import SCORES_FILE
+from hivetrain.validator.state import SCORES_FILE
 from hivetrain.validator.scoring import FLOOR
 from helpers.polling import current_run, records, records_after, wait_until
 

@@ -5,6 +5,8 @@ node, a dev-chain file that is not one) is raised as :class:`ChainError` with a 
 what to run or change, so callers print ``str(error)`` instead of a traceback.
 """
 
+from hivetrain.errors import OperatorError
 
-class ChainError(Exception):
+
+class ChainError(OperatorError):
     """A chain problem the user can act on; the message names the fix."""

@@ -47,6 +47,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hivetrain import __version__
 from hivetrain.chain.signing import http_auth, resolve_signer
+from hivetrain.errors import OperatorError
 from hivetrain.probe.schemas import (MAX_PIXEL_BYTES, PROBE_PATH, STATUS_PATH, UPDATE_HEADER,
                                 UPDATE_PATH, ProbeAnswer, ProbeRequest, ProbeResponse,
                                 StatusResponse, UpdateRequest, sign_answer, sign_update)
@@ -323,7 +324,7 @@ def _chunks(tensors):
             yield raw[start:start + UPDATE_CHUNK_BYTES]
 
 
-class PortInUse(OSError):
+class PortInUse(OperatorError, OSError):
     """The API port is taken; the message says which and how to find the holder."""
 
 

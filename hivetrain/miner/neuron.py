@@ -45,7 +45,7 @@ def write_peer_file(run_dir: Path, **info) -> None:
 
 def run_miner(cfg: Config) -> None:
     run_dir = cfg.run_dir
-    device = prepare_host(cfg, serves_api=True)
+    device = prepare_host(cfg)
 
     chain, uid = open_chain(cfg)
     recipe = build_recipe(cfg)

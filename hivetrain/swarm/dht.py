@@ -17,11 +17,12 @@ from typing import Sequence
 import hivemind
 
 from hivetrain import lifeline
+from hivetrain.errors import OperatorError
 
 logger = logging.getLogger(__name__)
 
 
-class SwarmError(RuntimeError):
+class SwarmError(OperatorError, RuntimeError):
     """The neuron cannot join the swarm; the message says what to check."""
 
 

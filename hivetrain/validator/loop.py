@@ -56,7 +56,6 @@ from hivetrain.validator.scoring import weights as score_weights
 
 logger = logging.getLogger(__name__)
 
-SCORES_FILE = "scores.json"
 N_COORDS = 64
 # Epochs of global parameters kept beyond max_epoch_lag: the newest finished epoch is checked,
 # and a validator that skipped one (it loaded a newer state) checks the one before.
@@ -111,7 +110,7 @@ class Validator:
         self.cfg, self.chain, self.uid, self.model, self.opt = cfg, chain, uid, model, optimizer
         self.data, self.seq_len, self.telemetry = data, seq_len, telemetry
         self.refresh_admission = refresh_admission  # whose swarm state and progress count
-        self.scores_path = run_dir / SCORES_FILE
+        self.scores_path = run_dir / score_store.SCORES_FILE
         self.scores = scores  # loaded by the caller first, so a bad file stops the start-up early
         self.tolerances = Tolerances(max_epoch_lag=cfg.max_epoch_lag,
                                      loss_rel_tol=cfg.loss_tolerance, min_cosine=cfg.min_cosine)

@@ -19,14 +19,14 @@ from hivetrain.shutdown import end_process, release
 from hivetrain.swarm.optimizer import make_optimizer
 from hivetrain.telemetry import Telemetry
 from hivetrain.validator import state as score_store
-from hivetrain.validator.loop import SCORES_FILE, Validator
+from hivetrain.validator.loop import Validator
 
 logger = logging.getLogger(__name__)
 
 
 def run_validator(cfg: Config) -> None:
-    device = prepare_host(cfg, serves_api=False)
-    scores = score_store.load(cfg.run_dir / SCORES_FILE)  # a bad file stops us before the DHT
+    device = prepare_host(cfg)
+    scores = score_store.load(cfg.run_dir / score_store.SCORES_FILE)  # checked by check_start
     chain, uid = open_chain(cfg)
     recipe = build_recipe(cfg)
     model = recipe.model.to(device)

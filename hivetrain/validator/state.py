@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 
 from hivetrain.atomic import atomic_write_text
+from hivetrain.errors import OperatorError
 from hivetrain.validator.scoring import ScoreState
 
+SCORES_FILE = "scores.json"  # in the validator's run directory
 
-class StateError(ValueError):
+
+class StateError(OperatorError, ValueError):
     """The state file exists but cannot be read as a score state; the message names the file."""
 
 

@@ -54,3 +54,21 @@ def test_a_peer_one_epoch_behind_still_counts(tracker):
     waiting = progress(tracker, [(7, PER_PEER), (6, 0)])
     assert waiting.num_peers == 3
     assert waiting.samples_accumulated < tracker.target_batch_size
+
+
+def test_a_peer_not_admitted_is_a_newcomer_and_an_excluded_one_is_not(tracker):
+    """A newcomer's records make the miner read the chain again (it may have just committed);
+    an excluded peer was admitted and is kept out on purpose, and reading the chain changes
+    nothing for it."""
+    newcomer, excluded, member = (PeerID(os.urandom(34)) for _ in range(3))
+    own = tracker.dht.peer_id
+    tracker.admit([own.to_base58(), excluded.to_base58(), member.to_base58()])
+    tracker.exclude([excluded.to_base58()])
+    metadata = {os.urandom(8): record(peer.to_bytes(), 7, PER_PEER)
+                for peer in (own, newcomer, excluded, member)}
+    seen = tracker._parse_swarm_progress_data(metadata)
+    assert seen.num_peers == 2  # this one and the member
+    assert tracker.newcomers == {newcomer.to_base58()}
+    tracker.admit([peer.to_base58() for peer in (own, newcomer, excluded, member)])
+    assert tracker._parse_swarm_progress_data(metadata).num_peers == 3
+    assert tracker.newcomers == frozenset()

@@ -76,7 +76,7 @@ def run_miner(cfg: Config) -> None:
                       data.heldout_batches(cfg.train.eval_batches, cfg.train.batch_size,
                                            cfg.data.seq_len),
                       cfg.train, device, telemetry, run_dir, recipe.run_id,
-                      on_epoch=lambda epoch: optimizer.admit(member.admitted()))
+                      refresh_admission=lambda: optimizer.admit(member.admitted()))
     service = MinerService(trainer, member.peer_id, recipe.run_id, recipe_flags(cfg))
     callers = CallerPolicy(chain, cfg.blacklist.min_stake)
     api = ApiServer(create_app(chain.wallet, authorize=callers.authorize, probe=service.probe,

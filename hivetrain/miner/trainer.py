@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 
 # Above this size the per-epoch digest would cost noticeable time on every step boundary.
 DIGEST_MAX_PARAMS = 50_000_000
+# Peers re-read the admitted set from the chain each epoch, so one that registered and committed
+# its address mid-epoch was turned away from their groups until the next epoch (for ~6 s of
+# 4-second rounds in loaded tests; a whole round on a real swarm). Its progress records make this
+# miner read the chain again at once, and then at most this often while a peer that never
+# registers keeps reporting.
+ADMISSION_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -56,14 +62,16 @@ class Trainer:
         switches streams whenever the optimizer's epoch changes, because validators check each
         epoch's update against the first batches of that epoch's stream.
     :param heldout: fixed held-out batches, never trained on, for the held-out loss.
-    :param on_epoch: called with each new epoch (the miner refreshes the swarm's admitted peers).
+    :param refresh_admission: re-reads the swarm's admitted peers from the chain; called at each
+        new epoch and when peers the swarm does not admit yet report progress.
     """
 
     def __init__(self, model, optimizer, batches, heldout, train: TrainConfig, device: torch.device,
-                 telemetry: Telemetry, run_dir, run_id: str, on_epoch=lambda epoch: None):
+                 telemetry: Telemetry, run_dir, run_id: str, refresh_admission=lambda: None):
         self.model, self.opt, self.batches, self.heldout = model, optimizer, batches, heldout
         self.train, self.device, self.telemetry = train, device, telemetry
-        self.run_dir, self.run_id, self.on_epoch = run_dir, run_id, on_epoch
+        self.run_dir, self.run_id = run_dir, run_id
+        self._refresh_admission, self._admission_read = refresh_admission, -math.inf
         self.state = TrainingState()
         self.stop = threading.Event()
         self._small_model = sum(p.numel() for p in model.parameters()) <= DIGEST_MAX_PARAMS
@@ -125,16 +133,23 @@ class Trainer:
                 self.on_new_epoch(last_epoch, step_seconds)
                 if train.max_epochs and last_epoch >= train.max_epochs:
                     break
+            elif self.opt.newcomers and \
+                    time.monotonic() - self._admission_read >= ADMISSION_RETRY_SECONDS:
+                self.refresh_admission()
             elapsed = time.monotonic() - window_start
             if elapsed >= train.log_every:
                 self.report(window_losses, window_samples / elapsed)
                 window_start, window_samples = time.monotonic(), 0
                 window_losses.clear()
 
+    def refresh_admission(self) -> None:
+        self._admission_read = time.monotonic()
+        self._refresh_admission()
+
     def on_new_epoch(self, epoch: int, averaging_seconds: float) -> None:
         """:param averaging_seconds: how long the step that ended the epoch took (averaging)."""
         self.publish(epoch)
-        self.on_epoch(epoch)
+        self.refresh_admission()
         with self.published_lock:
             digest = param_digest(self.published) if self._small_model else None
             sketch = param_sketch(self.published) if self._small_model else None

@@ -149,6 +149,7 @@ class SwarmAverager(DecentralizedAverager):
     async def rpc_join_group(self, request: averaging_pb2.JoinRequest, context: P2PContext
                              ) -> AsyncIterator[averaging_pb2.MessageFromLeader]:
         if not self.may_average_with(str(context.remote_id)):
+            logger.debug("turned away %s's join request: not admitted, or banned", context.remote_id)
             yield averaging_pb2.MessageFromLeader(code=averaging_pb2.PROTOCOL_VIOLATION)
             return
         async for response in super().rpc_join_group(request, context):

@@ -52,6 +52,7 @@ class SwarmProgressTracker(ProgressTracker):
         self._admitted = None if admitted is None else set(admitted)
         self._excluded: dict[str, float] = {}
         self._filter_lock = threading.Lock()
+        self.newcomers: frozenset[str] = frozenset()  # reporting, not admitted: see _plausible
         super().__init__(dht, prefix, target_batch_size, **kwargs)
 
     def admit(self, peer_ids: Iterable[str] | None) -> None:
@@ -68,8 +69,10 @@ class SwarmProgressTracker(ProgressTracker):
         with self._filter_lock:
             if peer == self._own_peer:
                 return True
-            admitted = self._admitted is None or peer in self._admitted
-            return admitted and self._excluded.get(peer, -1.0) <= get_dht_time()
+            return self._admits(peer) and self._excluded.get(peer, -1.0) <= get_dht_time()
+
+    def _admits(self, peer: str) -> bool:
+        return self._admitted is None or peer in self._admitted
 
     def _parse_swarm_progress_data(self, metadata) -> GlobalTrainingProgress:
         if isinstance(metadata, dict) and metadata:
@@ -77,8 +80,14 @@ class SwarmProgressTracker(ProgressTracker):
         return super()._parse_swarm_progress_data(metadata)
 
     def _plausible(self, metadata: dict) -> dict:
-        """The admitted, de-duplicated, quorum-corroborated and bounded subset of ``metadata``."""
+        """The admitted, de-duplicated, quorum-corroborated and bounded subset of ``metadata``.
+
+        Also notes the peers that report progress but are not admitted (:attr:`newcomers`): one
+        that registered and committed its address since the admitted set was last read from the
+        chain is turned away from every group until it is read again.
+        """
         by_peer: dict[str, tuple[object, dict]] = {}
+        newcomers: set[str] = set()
         for subkey, entry in metadata.items():
             value = getattr(entry, "value", None)
             if not isinstance(value, dict):
@@ -88,11 +97,15 @@ class SwarmProgressTracker(ProgressTracker):
             except (KeyError, TypeError, ValueError):
                 continue
             if not self.counts(peer):
+                with self._filter_lock:
+                    if not self._admits(peer):
+                        newcomers.add(peer)
                 continue
             previous = by_peer.get(peer)
             key = (value.get("epoch", 0), value.get("samples_accumulated", 0))
             if previous is None or key < (previous[1]["epoch"], previous[1]["samples_accumulated"]):
                 by_peer[peer] = (subkey, dict(value))
+        self.newcomers = frozenset(newcomers)
         trainers = {peer: v for peer, (_, v) in by_peer.items() if not v.get("client_mode")}
         others = sorted((v["epoch"] for peer, v in trainers.items() if peer != self._own_peer),
                         reverse=True)

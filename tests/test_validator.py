@@ -6,6 +6,7 @@ every answer on its own copy of the swarm model and sets weights on the chain.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -137,16 +138,17 @@ def judged(subnet, count):
     return by_name
 
 
-def test_scores_follow_the_rule(subnet):
-    """Cheaters always score 0.3 and absent miners 0.1; the honest miner scores 1.0.
+def scores_follow_the_rule(subnet, count, honest_wins_needed):
+    """Over ``count`` rounds once every miner serves: the honest miner scores 1.0 in at least
+    ``honest_wins_needed`` of them, every cheater 0.3 and every absent miner 0.1 in all of them, and the
+    EMA ranks them in that order.
 
     The validator recomputes every answer at the epoch the miner reports, so an honest answer
-    fails only when the validator could not fetch that epoch in time; docs/validation.md gives
-    the measured rate (test_the_honest_miner_is_accepted_in_95_percent_of_rounds).
+    fails only when the validator could not fetch that epoch in time.
     """
-    by_name = judged(subnet, RULE_ROUNDS)
+    by_name = judged(subnet, count)
     honest_wins = sum(r["score"] == 1.0 for r in by_name["honest"])
-    assert honest_wins >= RULE_ROUNDS - 1, by_name["honest"]
+    assert honest_wins >= honest_wins_needed, by_name["honest"]
     for cheater in CHEATERS:
         assert all(r["score"] == 0.3 for r in by_name[cheater]), (cheater, by_name[cheater])
     for absent in ("down", "junk", "slow"):
@@ -155,14 +157,16 @@ def test_scores_follow_the_rule(subnet):
     assert ema["honest"] > max(ema[c] for c in CHEATERS) > max(ema[a] for a in ("down", "junk", "slow"))
 
 
+def test_scores_follow_the_rule(subnet):
+    """The rule over RULE_ROUNDS rounds, one honest miss allowed."""
+    scores_follow_the_rule(subnet, RULE_ROUNDS, RULE_ROUNDS - 1)
+
+
 @pytest.mark.slow
 def test_the_honest_miner_is_accepted_in_95_percent_of_rounds(subnet):
-    """The agreement rate of issue 13, over RATE_ROUNDS rounds of the same subnet."""
-    by_name = judged(subnet, RATE_ROUNDS)
-    honest_wins = sum(r["score"] == 1.0 for r in by_name["honest"])
-    assert honest_wins >= 0.95 * RATE_ROUNDS, by_name["honest"]
-    for cheater in CHEATERS:
-        assert all(r["score"] == 0.3 for r in by_name[cheater]), (cheater, by_name[cheater])
+    """The agreement rate of issue 13, with the whole rule, over RATE_ROUNDS rounds of the same
+    subnet (docs/validation.md gives the measured rate)."""
+    scores_follow_the_rule(subnet, RATE_ROUNDS, math.ceil(RATE_ROUNDS * 95 / 100))
 
 
 def test_weights_on_chain_rank_the_honest_miner_first(subnet):

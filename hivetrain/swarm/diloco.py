@@ -644,6 +644,13 @@ class DiLoCoOptimizer(SwarmView):
         (what validators score, :func:`hivetrain.swarm.state_check.excluded_by_majority`)."""
         return self.sketches.excluded(epoch)
 
+    def peers_holding(self, epoch: int, params: Sequence[torch.Tensor]) -> set[str]:
+        """The peers whose published sketch of ``epoch`` matches ``params``: those that hold
+        that ``G`` (validators ask which averaging group produced their copy)."""
+        values = sketch(params)
+        return {peer for peer, other in self.sketches.votes(epoch).items()
+                if sketches_agree(values, other, AGREEMENT_RTOL)}
+
     def admit(self, peer_ids: Iterable[str] | None) -> None:
         """Replace the set of peers allowed to average with this one and to count in progress
         (None: keep the current set, e.g. after a failed chain read)."""

@@ -310,7 +310,9 @@ class Validator:
                                                 frozenset(reply.envelope.group))
             for uid, (reply, _) in fetched.replies.items() if isinstance(reply, UpdateReply)}
         change, gap = consistency.averaged_change(before, after)
-        found = consistency.check(change, gap, published, peers_by_uid)
+        holding = self.opt.peers_holding(epoch + 1, after.params)
+        holders = {uid for uid, peers in peers_by_uid.items() if peers & holding}
+        found = consistency.check(change, gap, published, peers_by_uid, holders)
         logger.info("epoch %d outer step vs published updates: %s%s (group %s, residual %.3f, "
                     "shares %s)", epoch, found.status, f": {found.reason}" if found.reason else "",
                     list(found.members), found.residual,

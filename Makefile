@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
-TEST_WORKERS ?= 1
+TEST_WORKERS ?= 2
 
 .PHONY: demo demo-multimodal test test-slow bench bench-multimodal install clean
 
@@ -40,10 +40,9 @@ demo-multimodal: install
 	$(PY) -m hivetrain swarm --swarm.dir runs/demo-multimodal --model.preset mm-tiny \
 		--data.seq_len 32 $(ARGS)
 
-# TEST_WORKERS=2 runs two pytest-xdist workers, each taking whole modules (a module's subnet is
-# shared by its tests), longest first (tests/conftest.py). It is faster here, but one of its three
-# loaded runs caught a peer that never averaged again (docs/benchmarks.md, "The test suite's
-# time"), so `make test` keeps one worker until that is fixed.
+# Two pytest-xdist workers, one per core here, each taking whole modules (a module's subnet is
+# shared by its tests), longest first (tests/conftest.py); TEST_WORKERS=1 runs them one at a time.
+# Timings and the loaded runs behind this default: docs/benchmarks.md, "The test suite's time".
 test: $(VENV)/.installed-dev node_modules/.bin/pm2
 	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 		$(PYTEST_ARGS)

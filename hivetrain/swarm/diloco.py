@@ -124,7 +124,6 @@ class DiLoCoOptimizer(SwarmView):
                  admitted: Iterable[str] | None = None):
         self.params = list(params)
         self.train, self.observer = train, observer
-        self._admitted = None if admitted is None else set(admitted)
         self.inner_steps, self.overlap = train.inner_steps, train.overlap
         self.averaging_timeout = train.averaging_timeout
         self.load_state_timeout = max(60.0, train.averaging_timeout * 2)
@@ -150,7 +149,7 @@ class DiLoCoOptimizer(SwarmView):
         self._compression = compression
         self.updates = UpdateHistory()  # what this peer contributed, for validators to check
         self.averager = SwarmAverager(
-            self._current_state, averaged_tensors=self._pseudo_grads, dht=dht, admitted=self._admitted,
+            self._current_state, averaged_tensors=self._pseudo_grads, dht=dht, admitted=admitted,
             prefix=f"{run_id}_diloco", start=True, min_matchmaking_time=train.matchmaking_time,
             # hivemind warns that requests slower than matchmaking can deadlock it.
             request_timeout=min(3.0, train.matchmaking_time / 2),
@@ -173,7 +172,7 @@ class DiLoCoOptimizer(SwarmView):
         # optimizers in one process (tests) must not share hivemind's process-wide key.
         signing_key = RSAPrivateKey()
         self.tracker = SwarmProgressTracker(
-            dht, prefix=run_id, start=True, client_mode=observer, admitted=self._admitted,
+            dht, prefix=run_id, start=True, client_mode=observer, admitted=admitted,
             target_batch_size=train.inner_steps * train.batch_size, private_key=signing_key)
         self.sketches = SketchBoard(dht, run_id, self.tracker.counts, signing_key)
         self._apply_schedule()
@@ -647,20 +646,13 @@ class DiLoCoOptimizer(SwarmView):
     def peers_holding(self, epoch: int, params: Sequence[torch.Tensor]) -> set[str]:
         """The peers whose published sketch of ``epoch`` matches ``params``: those that hold
         that ``G`` (validators ask which averaging group produced their copy)."""
-        values = sketch(params)
-        return {peer for peer, other in self.sketches.votes(epoch).items()
-                if sketches_agree(values, other, AGREEMENT_RTOL)}
+        return self.sketches.holding(epoch, sketch(params))
 
     def admit(self, peer_ids: Iterable[str] | None) -> None:
         """Replace the set of peers allowed to average with this one and to count in progress
         (None: keep the current set, e.g. after a failed chain read)."""
         if peer_ids is None:
             return
-        peer_ids = set(peer_ids)
-        new = sorted(peer_ids - self._admitted) if self._admitted is not None else []
-        if new:
-            logger.info("admitting %d more peers, committed on chain: %s", len(new), ", ".join(new))
-        self._admitted = peer_ids
         self.averager.set_admitted(peer_ids)
         self.tracker.admit(peer_ids)
 

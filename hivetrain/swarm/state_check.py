@@ -103,6 +103,10 @@ class SketchBoard:
         return {peer: sketches[0] for peer, sketches in claims.items()
                 if all(sketches_agree(sketches[0], other) for other in sketches[1:])}
 
+    def holding(self, epoch: int, values: list[float]) -> set[str]:
+        """The peers whose published sketch of ``epoch`` is ``values``: those that hold that ``G``."""
+        return _agreeing(self.votes(epoch), values)
+
     def holders(self, epoch: int, trainers: int) -> set[str]:
         """The peers that published the best-supported sketch of ``epoch``, when at least
         ``min(QUORUM, trainers)`` did (else none): where a download should look first.
@@ -141,7 +145,7 @@ class SketchBoard:
         deadline = time.monotonic() + wait
         while True:
             votes = self.votes(epoch)
-            agreeing = {peer for peer, other in votes.items() if sketches_agree(values, other)}
+            agreeing = _agreeing(votes, values)
             support, best = len(agreeing), len(_best_supported(votes))
             if support >= best and (support >= quorum or agreeing & vouched):
                 return None
@@ -163,11 +167,16 @@ def _quorum(trainers: int) -> int:
     return max(1, min(QUORUM, trainers))
 
 
+def _agreeing(votes: dict[str, list[float]], values: list[float]) -> set[str]:
+    """The peers in ``votes`` whose sketch agrees with ``values``."""
+    return {peer for peer, other in votes.items() if sketches_agree(values, other)}
+
+
 def _best_supported(votes: dict[str, list[float]]) -> set[str]:
     """The peers agreeing with the sketch that the most peers in ``votes`` agree with."""
     best: set[str] = set()
     for values in votes.values():
-        agreeing = {peer for peer, other in votes.items() if sketches_agree(values, other)}
+        agreeing = _agreeing(votes, values)
         if len(agreeing) > len(best):
             best = agreeing
     return best

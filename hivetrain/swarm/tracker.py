@@ -26,12 +26,15 @@ instead of ~23.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Iterable
 
 from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
 from hivemind.p2p import PeerID
 from hivemind.utils.timed_storage import ValueWithExpiration, get_dht_time
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_SPREAD = 2.0
 RATE_SPREAD = 4.0
@@ -56,8 +59,12 @@ class SwarmProgressTracker(ProgressTracker):
         super().__init__(dht, prefix, target_batch_size, **kwargs)
 
     def admit(self, peer_ids: Iterable[str] | None) -> None:
+        admitted = None if peer_ids is None else set(peer_ids)
         with self._filter_lock:
-            self._admitted = None if peer_ids is None else set(peer_ids)
+            previous, self._admitted = self._admitted, admitted
+        new = sorted(admitted - previous) if admitted is not None and previous is not None else []
+        if new:
+            logger.info("admitting %d more peers, committed on chain: %s", len(new), ", ".join(new))
 
     def exclude(self, peer_ids: Iterable[str], seconds: float = EXCLUDE_SECONDS) -> None:
         until = get_dht_time() + seconds

@@ -150,7 +150,8 @@ def write_report(options, names: list[str], summary: dict) -> tuple[Path, Path]:
     score_ax.set(xlabel="seconds since the first round", ylabel="score",
                  title="validator scores: moving average (lines), each round (x); "
                        "chain incentive in the legend")
-    score_ax.legend(fontsize=8)
+    if score_ax.get_legend_handles_labels()[0]:  # a run without validators has no scores
+        score_ax.legend(fontsize=8)
     score_ax.grid(alpha=0.3)
     png, report = options.out_dir / "report.png", options.out_dir / "report.json"
     atomic_write(png, lambda handle: fig.savefig(handle, format="png", dpi=100,

@@ -27,10 +27,10 @@ VALIDATOR_FLAGS = ["--validator.interval", "2", "--validator.alpha", "0.3",
                    "--validator.timeout", "8", "--validator.weights_every", "5"]
 ADVERSARY = str(Path(__file__).parent / "helpers" / "adversarial_miner.py")
 ADVERSARIES = ("freeloader", "copier", "wrong_data", "lazy", "stale", "proxy")
-# `make test` checks the rule over 4 rounds of 2 checked epochs or more; `make test-slow` over 8
-# of 4 or more, and docs/validation.md's figures come from a longer run (HIVETRAIN_POT_ROUNDS=30).
-RULE_ROUNDS, RULE_EPOCHS = 4, 2
-RATE_ROUNDS = int(os.environ.get("HIVETRAIN_POT_ROUNDS", "8"))
+# `make test` checks the rule over 4 checked epochs, `make test-slow` over 8, and
+# docs/validation.md's figures come from a longer run (HIVETRAIN_POT_ROUNDS=30).
+RULE_EPOCHS = 4
+RATE_EPOCHS = int(os.environ.get("HIVETRAIN_POT_ROUNDS", "8"))
 
 
 @pytest.fixture(scope="module")
@@ -63,36 +63,42 @@ def subnet(tmp_path_factory):
 
 
 def checked_rounds(run_dir, uids):
-    """Round records with update verdicts, from the first epoch checked after every miner
-    answered a probe (an epoch before that one has miners that never trained it)."""
+    """One round record per checked epoch (its first), from the first epoch checked after every
+    miner answered a probe (an epoch before that one has miners that never trained it).
+
+    A validator round that finds no newer epoch reports the same epoch's verdicts again (the
+    same gains, to the digit, in the records). Counted per round, one event weighed twice: in a
+    run of this module alone the honest miner, left behind once while the six adversaries
+    joined (docs/validation.md, known limits), had "no update for epoch 5" in 2 of 4 rounds."""
     rounds = records(run_dir, "round")
     up = next((i for i, r in enumerate(rounds) if all(
         x["responded"] for x in r["results"] if x["uid"] in uids.values())), None)
     if up is None:
         return []
     first = rounds[up]["epoch"]
-    return [r for r in rounds[up:] if r.get("checked_epoch") is not None
-            and r["checked_epoch"] >= first]
+    first_of_each = {}
+    for r in rounds[up:]:
+        if r.get("checked_epoch") is not None and r["checked_epoch"] >= first:
+            first_of_each.setdefault(r["checked_epoch"], r)
+    return list(first_of_each.values())
 
 
 def test_only_the_honest_miner_is_paid_for_training(subnet):
-    only_the_honest_miner_is_paid(subnet, RULE_ROUNDS, RULE_EPOCHS)
+    only_the_honest_miner_is_paid(subnet, RULE_EPOCHS)
 
 
 @pytest.mark.slow
 def test_only_the_honest_miner_is_paid_over_more_rounds(subnet):
-    only_the_honest_miner_is_paid(subnet, RATE_ROUNDS, 4)
+    only_the_honest_miner_is_paid(subnet, RATE_EPOCHS)
 
 
-def only_the_honest_miner_is_paid(subnet, count, epochs):
-    """Over ``count`` checked rounds of at least ``epochs`` checked epochs: the honest miner's
-    updates pass, every adversary is caught, and the EMA ranks the honest miner first."""
+def only_the_honest_miner_is_paid(subnet, epochs):
+    """Over the first ``epochs`` checked epochs: the honest miner's updates pass, every adversary
+    is caught, and the EMA ranks the honest miner first."""
     group, options, uids = subnet
     validator_dir = options.out_dir / "validator1"
-    history = wait_until(lambda: (lambda r: r if len({x["checked_epoch"] for x in r}) >= epochs
-                                  and len(r) >= count else None)(
-        checked_rounds(validator_dir, uids)), 300 + 15 * count,
-        f"{count} rounds over {epochs} checked epochs", group)
+    history = wait_until(lambda: (lambda r: r[:epochs] if len(r) >= epochs else None)(
+        checked_rounds(validator_dir, uids)), 300 + 20 * epochs, f"{epochs} checked epochs", group)
     by_name = {name: [{r["uid"]: r for r in round_["results"]}[uid] for round_ in history]
                for name, uid in uids.items()}
     figures = {name: [(r["score"], (r.get("update") or {}).get("assigned_gain"),

@@ -49,12 +49,6 @@ from hivetrain.swarm.view import SwarmView
 
 logger = logging.getLogger(__name__)
 
-# Peers compare their global parameters as the L2 norms of SKETCH_SIZE contiguous chunks. An
-# all-reduce part that did not arrive (hivemind logs "received 82.7% results" and goes on) leaves
-# a peer with its own change over a whole chunk: a relative difference of 1e-3 or more in that
-# chunk's norm. Float rounding and fp16 compression of the averaged change move norms by ~1e-6 per
-# round; when that drift adds up past the tolerance, the minority simply reloads the state.
-AGREEMENT_RTOL = 1e-4
 # A state download tries at most this many peers before giving up until the next attempt.
 MAX_STATE_SOURCES = 4
 # Group keys carry the round's epoch in this many bits, so rounds of different epochs never mix.
@@ -470,14 +464,11 @@ class DiLoCoOptimizer(SwarmView):
             return
         peers, sketches = zip(*valid)
 
-        def close(a, b):
-            return sketches_agree(a, b, AGREEMENT_RTOL)
-
-        support = [sum(close(s, other) for other in sketches) for s in sketches]
+        support = [sum(sketches_agree(s, other) for other in sketches) for s in sketches]
         reference = sketches[support.index(max(support))]
-        self._agrees_with_swarm = close(own_sketch, reference)
+        self._agrees_with_swarm = sketches_agree(own_sketch, reference)
         self._reference_holders = frozenset() if self._agrees_with_swarm else frozenset(
-            peer for peer, s in zip(peers, sketches) if close(s, reference))
+            peer for peer, s in zip(peers, sketches) if sketches_agree(s, reference))
 
     def _share_state_priority(self) -> None:
         """Peers download from the newest epoch, and among equals from those in agreement."""

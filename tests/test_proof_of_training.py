@@ -97,8 +97,12 @@ def only_the_honest_miner_is_paid(subnet, epochs):
     is caught, and the EMA ranks the honest miner first."""
     group, options, uids = subnet
     validator_dir = options.out_dir / "validator1"
-    history = wait_until(lambda: (lambda r: r[:epochs] if len(r) >= epochs else None)(
-        checked_rounds(validator_dir, uids)), 300 + 20 * epochs, f"{epochs} checked epochs", group)
+
+    def first_checked_epochs():
+        checked = checked_rounds(validator_dir, uids)
+        return checked[:epochs] if len(checked) >= epochs else None
+
+    history = wait_until(first_checked_epochs, 300 + 20 * epochs, f"{epochs} checked epochs", group)
     by_name = {name: [{r["uid"]: r for r in round_["results"]}[uid] for round_ in history]
                for name, uid in uids.items()}
     figures = {name: [(r["score"], (r.get("update") or {}).get("assigned_gain"),

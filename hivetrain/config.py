@@ -53,6 +53,10 @@ def fraction(value) -> Optional[str]:
     return None if 0.0 <= value < 1.0 else "must be in [0, 1)"
 
 
+def nice_increment(value) -> Optional[str]:
+    return None if 0 <= value <= 19 else "must be a nice increment in [0, 19]"
+
+
 def port_number(value) -> Optional[str]:
     return None if 0 <= value <= 65535 else "must be a TCP port in [0, 65535] (0 picks a free one)"
 
@@ -182,6 +186,11 @@ class TrainConfig:
     averaging_timeout: float = option(30.0, "Seconds before an all-reduce round is abandoned.",
                                       check=positive)
     threads: int = option(0, "torch CPU threads (0 keeps torch's default).", check=non_negative)
+    nice: int = option(10, "CPU priority of the training loop, as a nice increment (0-19; 0 "
+                           "leaves it alone). The miner's API, DHT, averager and p2pd keep "
+                           "theirs, so probes and all-reduces are answered promptly on a busy "
+                           "CPU; an idle CPU trains as fast either way. Linux only.",
+                       check=nice_increment)
     duration: float = option(0.0, "Stop after this many seconds (0 runs until stopped).",
                              check=non_negative)
     max_epochs: int = option(0, "Stop at this global epoch (0 runs until stopped).",

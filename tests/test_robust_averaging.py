@@ -102,7 +102,7 @@ def gradients(seed):
     noises = [torch.randint(-2, 3, (SIZE,), generator=own).float() * 2 ** -10
               for _ in range(POOL)]
     return (direction + noise for direction, noise in zip(itertools.cycle(directions),
-                                                           itertools.cycle(noises[::-1])))
+                                                           itertools.cycle(noises)))
 
 
 def train_rounds(param, opt, seed, consumed, rounds):

@@ -102,10 +102,12 @@ def subnet(tmp_path_factory):
         uids["honest"] = group.wait_for_file(honest, PEER_FILE, 180)["uid"]
         cheaters = [group.start(mode, options.out_dir / mode, neuron_args("miner", mode, options),
                                 program=(ADVERSARY, mode)) for mode in CHEATERS]
-        for mode, neuron in zip(CHEATERS, cheaters):
-            uids[mode] = group.wait_for_file(neuron, PEER_FILE, 180)["uid"]
+        # The validator starts beside the cheaters: the rounds that count begin once every miner
+        # answers (serving_rounds), so it need not wait for them to serve first.
         group.start("validator1", options.out_dir / "validator1",
                     neuron_args("validator", "validator1", options, VALIDATOR_FLAGS))
+        for mode, neuron in zip(CHEATERS, cheaters):
+            uids[mode] = group.wait_for_file(neuron, PEER_FILE, 180)["uid"]
         yield group, options, uids
     junk.shutdown()
     slow.shutdown()
@@ -199,6 +201,8 @@ def test_status_json_lists_every_peer_and_score(subnet):
          "--dht.host_ip", "127.0.0.1"], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     facts = json.loads(result.stdout)
+    assert facts["run_id_from"].startswith("the chain")
+    assert not facts["warnings"] and "warning" not in result.stderr
     miners = [n for n in facts["neurons"] if n["uid"] in {uids[k] for k in ("honest", *CHEATERS)}]
     assert all(n["status"] and n["status"]["epoch"] >= 1 for n in miners)
     assert facts["peers_online"] >= 4 and facts["global_epoch"] >= 2

@@ -22,6 +22,7 @@ from hivetrain.membership import join_swarm, open_chain
 from hivetrain.miner.api import ApiServer, create_app
 from hivetrain.miner.callers import CallerPolicy
 from hivetrain.miner.checkpoint import load_checkpoint
+from hivetrain.miner.priority import lower_this_thread
 from hivetrain.miner.service import MinerService
 from hivetrain.miner.trainer import Trainer
 from hivetrain.model.gpt2 import count_parameters
@@ -106,6 +107,7 @@ def run_miner(cfg: Config) -> None:
     guard = StopGuard(on_stop=trainer.stop.set, finish=finish_from_watchdog)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, guard.on_signal)
+    lower_this_thread(cfg.train.nice)
     try:
         trainer.run()
     finally:

@@ -22,6 +22,7 @@ from hivemind.compression import NoCompression
 from hivetrain.config import TrainConfig
 from hivetrain.swarm import robust
 from hivetrain.swarm.diloco import DiLoCoOptimizer
+from helpers.pacing import paced_step
 from helpers.polling import wait_until
 
 SIZE = 2 ** 20  # 4 MiB: eight of hivemind's 512 KiB parts, so every peer reduces some
@@ -33,7 +34,6 @@ ROUNDS = 3
 # it goes unseen, so that attacker gets more rounds to meet a group of three or more.
 SIGN_FLIP_ROUNDS = 6
 HONEST = 3
-STEP_SECONDS = 0.02
 POOL = 5
 
 
@@ -107,22 +107,15 @@ def gradients(seed):
 
 def train_rounds(param, opt, seed, consumed, rounds):
     """Step until ``rounds`` outer steps, adding each gradient to the sum of the round it fed
-    (``consumed[round] = [sum, count]``).
-
-    Each step first waits ``STEP_SECONDS``, the compute a real inner step takes: a step here is
-    otherwise a few vector operations, and four peers stepping flat out in one process kept the
-    machine's cores (and their averagers) busy with gradients no round would use.
-    """
-    pause = threading.Event()
+    (``consumed[round] = [sum, count]``)."""
     for grad in gradients(seed):
         if opt.local_epoch >= rounds:
             return
-        pause.wait(STEP_SECONDS)
         total = consumed.setdefault(opt.rounds_ended, [torch.zeros(SIZE), 0])
         total[0] += grad
         total[1] += 1
         param.grad = grad
-        opt.step()
+        paced_step(opt)
 
 
 def closest_honest_result(start, reference, consumed, rounds, mode):

@@ -49,6 +49,7 @@ def subnet(tmp_path_factory):
                     neuron_args("validator", "validator1", options, VALIDATOR_FLAGS))
         uids = {name: group.wait_for_file(n, PEER_FILE, 180)["uid"] for name, n in neurons.items()}
         yield group, options, uids
+        group.kill_all()  # a clean stop is tested on its own (test_stop, test_localnet)
 
 
 def judged(run_dir, uid):

@@ -81,6 +81,7 @@ def test_a_miner_that_trains_only_when_it_expects_a_check_is_caught(tmp_path):
                    "a verdict, in the two-group rotation, on an epoch the dodger skipped", group)
         dodger, honest_verdicts = verdicts(validator_dir, dodger_uid), verdicts(validator_dir,
                                                                                honest_uid)
+        group.kill_all()  # a clean stop is tested on its own (test_stop, test_localnet)
     checks = records(validator_dir, "update_check")
     print(json.dumps({"phase": phase,
                       "checks": [{k: c[k] for k in ("epoch", "cycle", "phase", "checked_uids")}

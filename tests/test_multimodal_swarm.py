@@ -37,6 +37,7 @@ def swarm(tmp_path_factory):
     with ProcessGroup(grace_seconds=30) as group:
         names, _ = start_neurons(group, options, VALIDATOR_FLAGS)
         yield group, options, names
+        group.kill_all()  # a clean stop is tested on its own (test_stop, test_localnet)
 
 
 def serving_rounds(validator_dir, count):

@@ -60,6 +60,7 @@ def subnet(tmp_path_factory):
         for mode, neuron in neurons.items():
             uids[mode] = group.wait_for_file(neuron, PEER_FILE, 180)["uid"]
         yield group, options, uids
+        group.kill_all()  # a clean stop is tested on its own (test_stop, test_localnet)
 
 
 def checked_rounds(run_dir, uids):

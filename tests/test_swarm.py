@@ -53,6 +53,7 @@ def swarm(tmp_path_factory):
         second = group.start("miner2", dirs["miner2"], neuron_args("miner", "miner2", options))
         group.wait_for_file(second, PEER_FILE, 180)
         yield group, dirs, options
+        group.kill_all()  # a clean stop is tested on its own (test_stop, test_localnet)
 
 
 def identical_epochs(first_dir, second_dir, skip: int = 1, after: int = -1) -> list[int]:

@@ -129,15 +129,17 @@ def closest_honest_result(start, reference, consumed, rounds, mode):
         options = [everyone]
     means = {}
     for r in range(rounds):
-        sums = [consumed[i].get(r, [torch.zeros(SIZE), 0])[0] for i in range(HONEST)]
-        steps = [consumed[i].get(r, [None, 0])[1] + (r == 0) for i in range(HONEST)]
+        sums, counts = zip(*(consumed[i].get(r, (torch.zeros(SIZE), 0)) for i in range(HONEST)))
+        steps = [count + (r == 0) for count in counts]
         for group in filter(None, options):
             total = sum(steps[i] for i in group)
-            means[r, group] = sum(sums[i] * steps[i] for i in group) / total
+            if total:  # a group none of whose peers stepped in round r averaged nothing
+                means[r, group] = sum(sums[i] * steps[i] for i in group) / total
     # Each grouping's result is start + a linear combination of the means, so every distance is
     # a quadratic form in the Gram matrix of (reference - start) and the means: one pass over
     # the 4 MiB vectors instead of one per grouping (8**3 of them).
     keys = sorted(means)
+    row = {key: 1 + index for index, key in enumerate(keys)}  # row 0: reference - start
     basis = torch.stack([reference - start] + [means[key] for key in keys]).double()
     gram = basis @ basis.T
     unit = torch.eye(len(basis), dtype=torch.float64)
@@ -145,8 +147,10 @@ def closest_honest_result(start, reference, consumed, rounds, mode):
     for grouping in itertools.product(options, repeat=rounds):
         if mode == "bad_reduce" and grouping[0] is not None:
             continue  # every honest peer refuses the first round's bad part
+        if any(g is not None and (r, g) not in row for r, g in enumerate(grouping)):
+            continue
         moved = nesterov(torch.zeros(len(basis), dtype=torch.float64),
-                         [None if g is None else unit[1 + keys.index((r, g))]
+                         [None if g is None else unit[row[r, g]]
                           for r, g in enumerate(grouping)])  # expected - start, in the basis
         travelled = moved @ gram @ moved
         if travelled == 0:

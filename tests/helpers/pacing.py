@@ -2,8 +2,8 @@
 
 An in-process peer's inner step is a few operations on a test tensor, while a round ends only
 when the swarm's progress reports (one a second, ``REPORT_EVERY`` in hivetrain/swarm/diloco.py)
-add up to its target. Stepping flat out, each peer took thousands of steps per round and kept a
-core busy that the other test worker's processes were waiting for. So each step first takes
+add up to its target. Stepping flat out, each peer took step after step that no round needed and
+kept a core busy that the other test worker's processes were waiting for. So each step first takes
 ``STEP_SECONDS``, standing for the compute of a real inner step. Nothing waits on this pause:
 the tests still wait for their rounds' facts.
 """

@@ -125,3 +125,15 @@ def end_what_a_module_left(request):
         if _kill(pid) and terminal is not None:
             terminal.write_line(f"\n{request.module.__name__} left pid {pid} running "
                                 f"({command}): killed")
+
+
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory):
+    """This worker's fork server for neurons (tests/helpers/zygote.py): the process tests'
+    ``ProcessGroup(spawn=zygote.spawn)`` neurons skip the ~5 s of imports a new interpreter
+    spends."""
+    from helpers.zygote import Zygote
+
+    server = Zygote(tmp_path_factory.mktemp("zygote"))
+    yield server
+    server.close()

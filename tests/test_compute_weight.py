@@ -26,11 +26,11 @@ CHECKED_EPOCHS = 10  # alpha 0.3: the EMAs hold < 3 % of their start after 10 ch
 
 
 @pytest.mark.slow
-def test_twice_the_compute_earns_about_twice_the_weight(tmp_path):
+def test_twice_the_compute_earns_about_twice_the_weight(tmp_path, zygote):
     options = SwarmOptions(out_dir=tmp_path, miners=2, validators=1, block_time=0.5,
                            neuron_flags=VALIDATOR_TEST_FLAGS)
     prepare_chain(options)
-    with ProcessGroup(grace_seconds=20) as group:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group:
         fast = group.start("miner1", tmp_path / "miner1", neuron_args("miner", "miner1", options))
         uid_fast = group.wait_for_file(fast, PEER_FILE, 180)["uid"]
         slow = group.start("miner2", tmp_path / "miner2", neuron_args("miner", "miner2", options),

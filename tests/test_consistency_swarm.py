@@ -29,13 +29,13 @@ JUDGED_EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
-def subnet(tmp_path_factory):
+def subnet(tmp_path_factory, zygote):
     options = SwarmOptions(out_dir=tmp_path_factory.mktemp("consistency"), miners=2,
                            validators=1, block_time=0.5, neuron_flags=VALIDATOR_TEST_FLAGS)
     prepare_chain(options)
     register_dev(options.chain_path, NETUID,
                  create_dev_wallet("two_faced", "default", str(options.wallet_path)))
-    with ProcessGroup(grace_seconds=20) as group:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group:
         # The first miner's DHT address, committed on chain, is how the others find the swarm.
         neurons = {"miner1": group.start("miner1", options.out_dir / "miner1",
                                          neuron_args("miner", "miner1", options))}

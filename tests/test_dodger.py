@@ -54,7 +54,7 @@ def skipped_and_judged(run_dir, uid, phase):
     return judged or None
 
 
-def test_a_miner_that_trains_only_when_it_expects_a_check_is_caught(tmp_path):
+def test_a_miner_that_trains_only_when_it_expects_a_check_is_caught(tmp_path, zygote):
     options = SwarmOptions(out_dir=tmp_path, miners=1, validators=1, block_time=0.5,
                            neuron_flags=VALIDATOR_TEST_FLAGS)
     prepare_chain(options)
@@ -67,7 +67,7 @@ def test_a_miner_that_trains_only_when_it_expects_a_check_is_caught(tmp_path):
     # The dodger's group under the old rule: epoch e checked group e mod CYCLE.
     phase = rotation.order([honest_uid, dodger_uid], validator_hotkey).index(dodger_uid) % CYCLE
     validator_dir = tmp_path / "validator1"
-    with ProcessGroup(grace_seconds=20) as group, pytest.MonkeyPatch.context() as env:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group, pytest.MonkeyPatch.context() as env:
         env.setenv("HIVETRAIN_DODGE_CYCLE", str(CYCLE))
         env.setenv("HIVETRAIN_DODGE_PHASE", str(phase))
         honest = group.start("miner1", tmp_path / "miner1", neuron_args("miner", "miner1", options))

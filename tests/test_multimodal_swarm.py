@@ -30,11 +30,11 @@ COLOUR_READ_LOSS = 0.40
 
 
 @pytest.fixture(scope="module")
-def swarm(tmp_path_factory):
+def swarm(tmp_path_factory, zygote):
     options = SwarmOptions(out_dir=tmp_path_factory.mktemp("mm"), miners=2, validators=1,
                            block_time=0.5, neuron_flags=FLAGS + ["--wandb.off"])
     prepare_chain(options)
-    with ProcessGroup(grace_seconds=30) as group:
+    with ProcessGroup(grace_seconds=30, spawn=zygote.spawn) as group:
         names, _ = start_neurons(group, options, VALIDATOR_FLAGS)
         yield group, options, names
         group.kill_all()  # a clean stop is tested on its own (test_stop, test_localnet)

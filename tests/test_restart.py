@@ -62,13 +62,13 @@ def alive(pids) -> list[int]:
     return running
 
 
-def kill_and_restart(tmp_path: Path, kills: int) -> None:
+def kill_and_restart(tmp_path: Path, zygote, kills: int) -> None:
     options = SwarmOptions(out_dir=tmp_path, miners=1, validators=0, block_time=0.5,
                            neuron_flags=VALIDATOR_TEST_FLAGS)
     prepare_chain(options)
     run_dir = tmp_path / "miner1"
     args = neuron_args("miner", "miner1", options, ["--dht.port", str(free_port())])
-    with ProcessGroup() as group:
+    with ProcessGroup(spawn=zygote.spawn) as group:
         mark = None
         neuron = group.start("miner1", run_dir, args)
         for kill in range(1, kills + 1):
@@ -89,11 +89,11 @@ def kill_and_restart(tmp_path: Path, kills: int) -> None:
     assert "already in use" not in log
 
 
-def test_sigkilled_miner_restarts_on_its_fixed_dht_port(tmp_path):
-    kill_and_restart(tmp_path, kills=1)
+def test_sigkilled_miner_restarts_on_its_fixed_dht_port(tmp_path, zygote):
+    kill_and_restart(tmp_path, zygote, kills=1)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(60 * 21)
-def test_sigkilled_miner_restarts_on_its_fixed_dht_port_20_times(tmp_path):
-    kill_and_restart(tmp_path, kills=20)
+def test_sigkilled_miner_restarts_on_its_fixed_dht_port_20_times(tmp_path, zygote):
+    kill_and_restart(tmp_path, zygote, kills=20)

@@ -107,13 +107,13 @@ def start_validator(group, options):
 
 
 @pytest.fixture
-def attacked_swarm(request, tmp_path):
+def attacked_swarm(request, tmp_path, zygote):
     """Three honest miners and the attacker; for the modes in ``VALIDATED`` a validator too."""
     validated = request.param in VALIDATED
     options = SwarmOptions(out_dir=tmp_path, miners=3, validators=int(validated), block_time=0.5,
                            neuron_flags=FLAGS)
     prepare_attacked_chain(options)
-    with ProcessGroup(grace_seconds=20) as group:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group:
         attacker_id = start_swarm(group, options, request.param)
         if validated:
             start_validator(group, options)
@@ -185,7 +185,7 @@ def rejections(options, name, peer):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["poison_state", "initial_state", "stale_state", "unregistered"])
-def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path):
+def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path, zygote):
     """The attacker advertises state-sharing priority 1e12 and serves NaN weights labelled 50
     epochs ahead (registered, or not registered at all), the initial weights at its epoch, or its
     first state labelled one epoch ahead; a miner joining after it must load the honest swarm's
@@ -193,7 +193,7 @@ def test_a_late_joiner_never_loads_the_loudest_poisoned_state(mode, tmp_path):
     options = SwarmOptions(out_dir=tmp_path, miners=3, validators=0, block_time=0.5,
                            neuron_flags=FLAGS)
     prepare_attacked_chain(options, registered=mode != "unregistered")
-    with ProcessGroup(grace_seconds=20) as group:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group:
         for name in HONEST[:2]:
             group.wait_for_file(start_miner(group, options, name), PEER_FILE, 180)
         attacker = start_miner(group, options, "attacker", mode)
@@ -218,14 +218,14 @@ FAKE_EPOCHS = 50  # swarm_attacker.FAKE_EPOCHS: what fake_progress adds to every
 
 
 @pytest.mark.slow
-def test_a_fake_epoch_and_sample_report_moves_neither_the_swarm_nor_the_validator(tmp_path):
+def test_a_fake_epoch_and_sample_report_moves_neither_the_swarm_nor_the_validator(tmp_path, zygote):
     """The attacker trains honestly but reports 50 epochs more than it reached, and a million
     times its samples and rate, in every progress record; the honest miners must keep their own
     epochs and the validator must keep judging them at the swarm's real one."""
     options = SwarmOptions(out_dir=tmp_path, miners=3, validators=1, block_time=0.5,
                            neuron_flags=FLAGS)
     prepare_attacked_chain(options)
-    with ProcessGroup(grace_seconds=20) as group:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group:
         start_swarm(group, options, "fake_progress")
         start_validator(group, options)
         attacker = options.out_dir / "attacker"

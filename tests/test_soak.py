@@ -111,13 +111,13 @@ class Victim:
         return True
 
 
-def test_miner_and_validator_survive_random_sigkills(tmp_path):
+def test_miner_and_validator_survive_random_sigkills(tmp_path, zygote):
     rng = random.Random(SEED)
     print(f"soak seed {SEED}, {KILLS} kills per victim")
     options = SwarmOptions(out_dir=tmp_path, miners=2, validators=1, block_time=0.5,
                            neuron_flags=FLAGS)
     prepare_chain(options)
-    with ProcessGroup(grace_seconds=20) as group:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group:
         survivor_dir = options.out_dir / "miner1"
         survivor = group.start("miner1", survivor_dir, neuron_args("miner", "miner1", options))
         group.wait_for_file(survivor, PEER_FILE, 180)

@@ -7,8 +7,6 @@ miners' own metrics files against a deadline; nothing sleeps in place of synchro
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -42,12 +40,12 @@ def max_difference(first, second):
 
 
 @pytest.fixture(scope="module")
-def swarm(tmp_path_factory):
+def swarm(tmp_path_factory, zygote):
     options = SwarmOptions(out_dir=tmp_path_factory.mktemp("swarm"), miners=3, validators=0,
                            block_time=0.5, neuron_flags=FLAGS)
     prepare_chain(options)
     dirs = {name: options.out_dir / name for name in ("miner1", "miner2", "miner3")}
-    with ProcessGroup(grace_seconds=30) as group:
+    with ProcessGroup(grace_seconds=30, spawn=zygote.spawn) as group:
         first = group.start("miner1", dirs["miner1"], neuron_args("miner", "miner1", options))
         group.wait_for_file(first, PEER_FILE, 180)
         second = group.start("miner2", dirs["miner2"], neuron_args("miner", "miner2", options))
@@ -141,30 +139,18 @@ def test_killed_peer_does_not_stall_the_swarm_and_rejoins_from_the_global_state(
                group)
 
 
-def tools(options, *commands):
+def tools(zygote, options, *commands):
     """``hivetrain <command> <flags>`` for each of ``commands`` against the swarm's chain, as an
-    operator types them, all at once (each is a read of the running swarm; most of each one's
-    time is importing torch and transformers). Their results, in order."""
-    started = [subprocess.Popen([sys.executable, "-m", "hivetrain", command, "--netuid",
-                                 str(NETUID), "--subtensor.network", "embedded", "--chain.path",
-                                 str(options.chain_path), "--dht.host_ip", "127.0.0.1", *flags],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for command, *flags in commands]
-    try:
-        finished = []
-        for process in started:
-            stdout, stderr = process.communicate(timeout=300)
-            finished.append(subprocess.CompletedProcess(process.args, process.returncode,
-                                                        stdout, stderr))
-        return finished
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    operator types them, all at once (each is a read of the running swarm), forked by the
+    worker's fork server: most of a new interpreter's time would be importing torch and
+    transformers. Their results, in order."""
+    return zygote.run([["-m", "hivetrain", command, "--netuid", str(NETUID),
+                        "--subtensor.network", "embedded", "--chain.path",
+                        str(options.chain_path), "--dht.host_ip", "127.0.0.1", *flags]
+                       for command, *flags in commands], timeout=300)
 
 
-def test_status_and_export_find_the_run_without_training_flags(swarm, tmp_path):
+def test_status_and_export_find_the_run_without_training_flags(swarm, zygote, tmp_path):
     """The run_id comes from the chain and the recipe from the miners (issue 14): no flag of
     FLAGS is repeated, and flags that make another run are named in a warning. (``status``
     without any flag, on the chain alone: tests/test_validator.py.)"""
@@ -172,7 +158,7 @@ def test_status_and_export_find_the_run_without_training_flags(swarm, tmp_path):
     run_id = json.loads((dirs["miner1"] / PEER_FILE).read_text())["run_id"]
     out = tmp_path / "export"
     wrong, done = tools(
-        options, ("status", "--json", "--model.preset", "tiny", "--train.inner_steps", "21"),
+        zygote, options, ("status", "--json", "--model.preset", "tiny", "--train.inner_steps", "21"),
         ("export", "--out", str(out), "--neuron.dir", str(tmp_path / "exporter")))
     assert wrong.returncode == 0, wrong.stderr[-2000:]
     facts = json.loads(wrong.stdout)

@@ -8,8 +8,6 @@ every answer on its own copy of the swarm model and sets weights on the chain.
 import json
 import math
 import os
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,7 +83,7 @@ def rounds(run_dir):
 
 
 @pytest.fixture(scope="module")
-def subnet(tmp_path_factory):
+def subnet(tmp_path_factory, zygote):
     options = SwarmOptions(out_dir=tmp_path_factory.mktemp("subnet"), miners=1, validators=1,
                            block_time=0.5, neuron_flags=FLAGS)
     prepare_chain(options)
@@ -96,7 +94,7 @@ def subnet(tmp_path_factory):
     for mode in CHEATERS:
         register_dev(options.chain_path, NETUID,
                      create_dev_wallet(mode, "default", str(options.wallet_path)))
-    with ProcessGroup(grace_seconds=20) as group:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group:
         honest = group.start("miner1", options.out_dir / "miner1",
                              neuron_args("miner", "miner1", options))
         uids["honest"] = group.wait_for_file(honest, PEER_FILE, 180)["uid"]
@@ -192,14 +190,13 @@ def test_weights_on_chain_rank_the_honest_miner_first(subnet):
                                                      for a in ("down", "junk", "slow"))
 
 
-def test_status_json_lists_every_peer_and_score(subnet):
+def test_status_json_lists_every_peer_and_score(subnet, zygote):
     """No training flag is given: the run comes from the chain (tests/test_swarm.py checks status
     given the flags of another run too)."""
     group, options, uids = subnet
-    result = subprocess.run(
-        [sys.executable, "-m", "hivetrain", "status", "--json", "--netuid", str(NETUID),
-         "--subtensor.network", "embedded", "--chain.path", str(options.chain_path),
-         "--dht.host_ip", "127.0.0.1"], capture_output=True, text=True, timeout=180)
+    result, = zygote.run([["-m", "hivetrain", "status", "--json", "--netuid", str(NETUID),
+                           "--subtensor.network", "embedded", "--chain.path",
+                           str(options.chain_path), "--dht.host_ip", "127.0.0.1"]], timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     facts = json.loads(result.stdout)
     assert facts["run_id_from"].startswith("the chain")

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,26 @@ class Neuron:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+Spawn = Callable[[list[str], Path, dict[str, str]], subprocess.Popen]
+
+
+def new_interpreter(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``python <argv>`` in a session of its own, its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
 class ProcessGroup:
     """The neurons of one local swarm; use as a context manager so they always get stopped."""
 
-    def __init__(self, grace_seconds: float = 30.0):
+    def __init__(self, grace_seconds: float = 30.0, spawn: Spawn | None = None):
+        """:param spawn: starts ``python <argv>`` with its output appended to a log file and
+            returns the process; by default a new interpreter in its own session (the tests
+            pass a fork server's, which skips the interpreter's imports)."""
         self.neurons: list[Neuron] = []
         self.grace_seconds = grace_seconds
+        self.spawn = spawn or new_interpreter
 
     def __enter__(self) -> "ProcessGroup":
         return self
@@ -64,12 +79,8 @@ class ProcessGroup:
               program: tuple[str, ...] = HIVETRAIN) -> Neuron:
         """Start ``python <program> <args>`` with its output in ``run_dir/neuron.log``."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(run_dir / "neuron.log", "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen([sys.executable, *program, *args], stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                   start_new_session=True)
-        log.close()
+        process = self.spawn([*program, *args], run_dir / "neuron.log", env)
         neuron = Neuron(name, run_dir, process)
         self.neurons.append(neuron)
         logger.info("started %s (pid %d), log %s", name, process.pid, neuron.log_path)

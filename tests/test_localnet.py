@@ -42,15 +42,14 @@ def one_swarm(run_dir):
 
 
 def test_make_demo_twice_gives_two_clean_runs(tmp_path):
-    """Two real local swarms, one after the other, with the same --swarm.dir: the first runs out
-    a short --swarm.duration, the second is stopped by SIGTERM (as ``kill`` or a CI timeout would)
-    once both miners train together, and leaves no neuron running. Whether the first run's
-    miners met within its few seconds is up to the machine's load, so only the second, which
-    waits for that, asserts it."""
+    """Two real local swarms, one after the other, with the same --swarm.dir: the first (one
+    miner) runs out a short --swarm.duration, the second (two miners) is stopped by SIGTERM (as
+    ``kill`` or a CI timeout would) once both miners train together, and leaves no neuron
+    running. Each run keeps to its own folder and ends with a clean stop and its report."""
     parent = tmp_path / "demo"
     command = [sys.executable, "-m", "hivetrain", "swarm", "--swarm.dir", str(parent), *SWARM]
-    first = subprocess.run([*command, "--swarm.duration", "2"], capture_output=True, text=True,
-                           timeout=600)
+    first = subprocess.run([*command, "--swarm.miners", "1", "--swarm.duration", "2"],
+                           capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # A run without validators has no scores to label: its report drew an empty legend, with a
     # matplotlib UserWarning in the operator's terminal.
@@ -74,11 +73,13 @@ def test_make_demo_twice_gives_two_clean_runs(tmp_path):
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], "a miner outlived the swarm"
 
     assert one_swarm(parent / "2")
-    for run, stdout in (("1", first.stdout), ("2", output)):
+    for run, stdout, miners in (("1", first.stdout, ["miner1"]),
+                                ("2", output, ["miner1", "miner2"])):
         assert f"wallets in {parent / run}" in stdout
         report = json.loads((parent / run / "report.json").read_text())
         assert report
-        for miner in ("miner1", "miner2"):
+        assert sorted(p.name for p in (parent / run).glob("miner*")) == miners
+        for miner in miners:
             assert len(records(parent / run / miner, "start")) == 1  # nothing from the other run
             assert records(parent / run / miner, "stop"), (run, miner)  # a clean stop
 

@@ -152,10 +152,29 @@ def _serve() -> dict:
     sys.exit(0)  # children still running belong to their tests' process groups
 
 
+def _own_locks() -> None:
+    """Give this child its own copies of the process-shared locks hivemind makes at import.
+
+    They are multiprocessing semaphores (``MPFuture``'s, ``SharedBytes``' and the async context
+    executor's). Forked from one server, every neuron of a worker would share them, where each
+    fresh interpreter has its own. One neuron SIGKILLed while it held one (subnet fixtures end
+    with SIGKILL) would then hang the others the next time they take it, at their DHT's start
+    for instance. Once, a forked miner logged "bootstrapping" and then nothing for 180 s before
+    this reset was added."""
+    import multiprocessing
+
+    from hivemind.utils.asyncio import _AsyncContextWrapper
+    from hivemind.utils.mpfuture import MPFuture
+
+    MPFuture.reset_backend()  # hivemind's own reset of the first three
+    _AsyncContextWrapper.EXECUTOR_LOCK = multiprocessing.Lock()
+
+
 def _become(request: dict) -> None:
     """In the forked child: take the neuron's session, files, environment and argv, and run it
     as ``python`` would run it as ``__main__``."""
     os.setsid()
+    _own_locks()
     for fd, path in ((1, request["log"]), (2, request["stderr"])):
         file = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(file, fd)

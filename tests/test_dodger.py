@@ -67,7 +67,8 @@ def test_a_miner_that_trains_only_when_it_expects_a_check_is_caught(tmp_path, zy
     # The dodger's group under the old rule: epoch e checked group e mod CYCLE.
     phase = rotation.order([honest_uid, dodger_uid], validator_hotkey).index(dodger_uid) % CYCLE
     validator_dir = tmp_path / "validator1"
-    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group, pytest.MonkeyPatch.context() as env:
+    with ProcessGroup(grace_seconds=20, spawn=zygote.spawn) as group, \
+            pytest.MonkeyPatch.context() as env:
         env.setenv("HIVETRAIN_DODGE_CYCLE", str(CYCLE))
         env.setenv("HIVETRAIN_DODGE_PHASE", str(phase))
         honest = group.start("miner1", tmp_path / "miner1", neuron_args("miner", "miner1", options))

@@ -20,17 +20,24 @@ def in_a_thread(loop) -> None:
     thread.join()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-def test_only_the_calling_thread_is_lowered():
-    own = own_nice()
+def nice_seen_by_a_training_loop(increment: int) -> dict:
+    """The nice values a training loop sees after ``lower_this_thread(increment)``: its own
+    (``trainer``) and that of a thread it starts afterwards (``child``)."""
     seen = {}
 
     def training_loop():
-        lower_this_thread(5)
+        lower_this_thread(increment)
         seen["trainer"] = own_nice()
         in_a_thread(lambda: seen.update(child=own_nice()))
 
     in_a_thread(training_loop)
+    return seen
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_only_the_calling_thread_is_lowered():
+    own = own_nice()
+    seen = nice_seen_by_a_training_loop(5)
     assert seen["trainer"] == min(19, own + 5)
     assert seen["child"] == seen["trainer"]  # what the loop starts later inherits it
     assert own_nice() == own
@@ -39,11 +46,4 @@ def test_only_the_calling_thread_is_lowered():
 
 def test_zero_leaves_the_priority_alone():
     own = own_nice()
-    seen = {}
-
-    def training_loop():
-        lower_this_thread(0)
-        seen["trainer"] = own_nice()
-
-    in_a_thread(training_loop)
-    assert seen["trainer"] == own
+    assert nice_seen_by_a_training_loop(0)["trainer"] == own

@@ -11,8 +11,9 @@ import json
 import pytest
 
 from hivetrain.localnet.processes import ProcessGroup
-from hivetrain.localnet.swarm import NETUID, SwarmOptions, neuron_args, prepare_chain
+from hivetrain.localnet.swarm import SwarmOptions, neuron_args, prepare_chain
 from hivetrain.miner.neuron import PEER_FILE
+from helpers.cli import run_commands
 from helpers.polling import current_run, records, records_after, wait_until
 
 # hivemind's all-reduce adds "average - local" to each peer's tensors, exact in float32 for most
@@ -139,17 +140,6 @@ def test_killed_peer_does_not_stall_the_swarm_and_rejoins_from_the_global_state(
                group)
 
 
-def tools(zygote, options, *commands):
-    """``hivetrain <command> <flags>`` for each of ``commands`` against the swarm's chain, as an
-    operator types them, all at once (each is a read of the running swarm), forked by the
-    worker's fork server: most of a new interpreter's time would be importing torch and
-    transformers. Their results, in order."""
-    return zygote.run([["-m", "hivetrain", command, "--netuid", str(NETUID),
-                        "--subtensor.network", "embedded", "--chain.path",
-                        str(options.chain_path), "--dht.host_ip", "127.0.0.1", *flags]
-                       for command, *flags in commands], timeout=300)
-
-
 def test_status_and_export_find_the_run_without_training_flags(swarm, zygote, tmp_path):
     """The run_id comes from the chain and the recipe from the miners (issue 14): no flag of
     FLAGS is repeated, and flags that make another run are named in a warning. (``status``
@@ -157,9 +147,10 @@ def test_status_and_export_find_the_run_without_training_flags(swarm, zygote, tm
     group, dirs, options = swarm
     run_id = json.loads((dirs["miner1"] / PEER_FILE).read_text())["run_id"]
     out = tmp_path / "export"
-    wrong, done = tools(
-        zygote, options, ("status", "--json", "--model.preset", "tiny", "--train.inner_steps", "21"),
-        ("export", "--out", str(out), "--neuron.dir", str(tmp_path / "exporter")))
+    wrong, done = run_commands(
+        zygote, options,
+        [("status", "--json", "--model.preset", "tiny", "--train.inner_steps", "21"),
+         ("export", "--out", str(out), "--neuron.dir", str(tmp_path / "exporter"))], timeout=300)
     assert wrong.returncode == 0, wrong.stderr[-2000:]
     facts = json.loads(wrong.stdout)
     assert facts["run_id"] == run_id and facts["run_id_from"].startswith("the chain")

@@ -19,6 +19,7 @@ from hivetrain.chain import Chain, create_dev_wallet, register_dev
 from hivetrain.localnet.processes import ProcessGroup
 from hivetrain.localnet.swarm import NETUID, SwarmOptions, neuron_args, prepare_chain
 from hivetrain.miner.neuron import PEER_FILE
+from helpers.cli import run_commands
 from helpers.flags import VALIDATOR_TEST_FLAGS
 from helpers.polling import records, wait_until
 
@@ -194,9 +195,7 @@ def test_status_json_lists_every_peer_and_score(subnet, zygote):
     """No training flag is given: the run comes from the chain (tests/test_swarm.py checks status
     given the flags of another run too)."""
     group, options, uids = subnet
-    result, = zygote.run([["-m", "hivetrain", "status", "--json", "--netuid", str(NETUID),
-                           "--subtensor.network", "embedded", "--chain.path",
-                           str(options.chain_path), "--dht.host_ip", "127.0.0.1"]], timeout=180)
+    result, = run_commands(zygote, options, [("status", "--json")], timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     facts = json.loads(result.stdout)
     assert facts["run_id_from"].startswith("the chain")

@@ -15,6 +15,7 @@ from hivemind.compression import NoCompression
 
 from hivetrain.config import TrainConfig
 from hivetrain.swarm.diloco import DiLoCoOptimizer
+from hivetrain.swarm.tracker import PROGRESS_EXPIRATION
 from helpers.polling import wait_until
 
 SIZE = 64
@@ -149,6 +150,31 @@ def test_a_lagging_peer_loads_the_global_state_instead_of_averaging(dhts):
         opt_a.shutdown()
         if opt_b is not None:
             opt_b.shutdown()
+
+
+def test_a_peer_gone_without_withdrawing_its_progress_stops_counting_at_its_expiry(dhts):
+    """A killed peer leaves its last progress record behind, and until it expires the others count
+    it as a trainer (tests/test_swarm.py's miners stalled 50 s on such records). Here one peer
+    goes silent as a killed one does: it stops reporting and withdraws nothing."""
+    start = torch.zeros(SIZE)
+    peers = [make_peer(dht, start) for dht in dhts]
+    try:
+        for param, opt in peers:
+            param.grad = torch.zeros(SIZE)
+            opt.step()
+        (_, opt_a), (_, opt_b) = peers
+        wait_until(lambda: opt_a.tracker.global_progress.num_peers == 2, timeout=60,
+                   what="peer a to count peer b")
+        opt_b.tracker.shutdown_triggered.set()  # hivemind's reporter ends; no withdrawal is sent
+        opt_b.tracker.should_report_progress.set()
+        # b's record lasts PROGRESS_EXPIRATION from its last report; a fetches at least every
+        # max_refresh_period (10 s). hivemind's own 60 s expiry would overrun this deadline.
+        wait_until(lambda: opt_a.tracker.global_progress.num_peers == 1,
+                   timeout=PROGRESS_EXPIRATION + opt_a.tracker.max_refresh_period + 10,
+                   what="peer a to stop counting the silent peer b")
+    finally:
+        for _, opt in peers:
+            opt.shutdown()
 
 
 def test_a_peer_whose_global_parameters_diverged_reloads_the_reference_state(dhts):

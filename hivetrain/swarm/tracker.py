@@ -41,6 +41,14 @@ RATE_SPREAD = 4.0
 EPOCH_QUORUM = 2
 LAG_EPOCHS = 1
 EXCLUDE_SECONDS = 600.0
+# How long a peer's progress record outlives its last report. A peer gone without withdrawing it
+# (killed, or its withdrawal lost on the way out) still counts as a trainer until then: it caps
+# each live peer's share of the round, and a restarted peer's old record (another signing key,
+# the same peer id, the lower count wins) hides its new one. With hivemind's 60 s, a clean stop
+# of two miners stalled the third's round 50 s and 51 s in two runs of tests/test_swarm.py.
+# A live peer re-reports at least every half of it, even through a long all-reduce (hivemind's
+# reporter thread), and every second while it trains (diloco.REPORT_EVERY).
+PROGRESS_EXPIRATION = 20.0
 
 
 class SwarmProgressTracker(ProgressTracker):
@@ -50,13 +58,15 @@ class SwarmProgressTracker(ProgressTracker):
     """
 
     def __init__(self, dht, prefix: str, target_batch_size: int, *,
-                 admitted: Iterable[str] | None = None, **kwargs):
+                 admitted: Iterable[str] | None = None,
+                 metadata_expiration: float = PROGRESS_EXPIRATION, **kwargs):
         self._own_peer = str(dht.peer_id)
         self._admitted = None if admitted is None else set(admitted)
         self._excluded: dict[str, float] = {}
         self._filter_lock = threading.Lock()
         self.newcomers: frozenset[str] = frozenset()  # reporting, not admitted: see _plausible
-        super().__init__(dht, prefix, target_batch_size, **kwargs)
+        super().__init__(dht, prefix, target_batch_size,
+                         metadata_expiration=metadata_expiration, **kwargs)
 
     def admit(self, peer_ids: Iterable[str] | None) -> None:
         admitted = None if peer_ids is None else set(peer_ids)

@@ -13,11 +13,15 @@ TEST_WORKERS ?= 2
 
 .PHONY: demo demo-multimodal test test-slow bench bench-multimodal install clean
 
+# pip byte-compiles each package after installing it, one file at a time: 34 of the 54 s the
+# pinned install took here. compileall does the same work on every core (23 s on 2 cores); its
+# exit status is ignored as pip ignores it (torch ships a test file only Python 3.12 parses).
 $(VENV)/.installed: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --no-deps -e .
+	$(PY) -m compileall -qq -j0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt

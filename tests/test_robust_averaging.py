@@ -118,10 +118,15 @@ def train_rounds(param, opt, seed, consumed, rounds):
         paced_step(opt)
 
 
-def closest_honest_result(start, reference, consumed, rounds, mode):
+def closest_honest_result(start, reference, consumed, rounds):
     """``(error, grouping)``: the smallest distance from ``reference`` to the outer Nesterov
     result of a grouping of honest peers (per round, which of them averaged; None = skipped), as
-    a fraction of the distance that result travelled from ``start``."""
+    a fraction of the distance that result travelled from ``start``.
+
+    Every round may be any honest grouping, the bad reducer's first one too: an honest peer in
+    its group refuses that round, but one the swarm matched apart from it averages on. Measured
+    in a loaded fresh-clone make test (2026-12-06): one honest peer refused the first round, and
+    with that round held skipped for all three the closest grouping was 0.23 off."""
     everyone = tuple(range(HONEST))
     options = [None] + [group for size in range(HONEST, 0, -1)
                         for group in itertools.combinations(everyone, size)]
@@ -145,8 +150,6 @@ def closest_honest_result(start, reference, consumed, rounds, mode):
     unit = torch.eye(len(basis), dtype=torch.float64)
     best = (float("inf"), None)
     for grouping in itertools.product(options, repeat=rounds):
-        if mode == "bad_reduce" and grouping[0] is not None:
-            continue  # every honest peer refuses the first round's bad part
         if any(g is not None and (r, g) not in row for r, g in enumerate(grouping)):
             continue
         moved = nesterov(torch.zeros(len(basis), dtype=torch.float64),
@@ -233,7 +236,7 @@ def test_one_bad_peer_cannot_move_the_honest_peers(swarm):
     # peers, or skipped: the attacker's change is in none of these. Measured in a fresh-clone run
     # (inf, 2026-12-03): the average of all three in every round was 0.41 of the distance off.
     # A sign flip is bounded, not dropped, in the rounds before it is seen: the tolerance.
-    error, grouping = closest_honest_result(start, reference, consumed, rounds, mode)
+    error, grouping = closest_honest_result(start, reference, consumed, rounds)
     print(f"{mode}: distance from the closest honest-only model {error:.4f} of the distance "
           f"travelled (honest peers averaged per round: {grouping})")
     assert error < 0.2, (mode, error, grouping)

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -348,17 +349,36 @@ def validate(cfg: Config, sections=SECTIONS) -> None:
         raise ConfigError("--train.target_batch_size must be at least --train.batch_size")
 
 
-def check_port_free(port: int, flag: str, host: str = "0.0.0.0") -> None:
-    """Fail fast with a clear line when a fixed port is taken, before any process starts."""
+# A neuron restarted at once after a crash (pm2 restarts it right away) can find its fixed ports
+# still held by its predecessor's helpers: they die with it (hivetrain.lifeline), but not in the
+# same instant. Measured in a loaded fresh-clone make test: a miner forked again right after a
+# SIGKILL found the old p2pd still on its --dht.port and stopped. A taken port is therefore
+# checked again for this long before it is an error.
+PORT_RELEASE_WAIT_S = 5.0
+
+
+def check_port_free(port: int, flag: str, host: str = "0.0.0.0",
+                    wait: float = PORT_RELEASE_WAIT_S) -> None:
+    """Fail fast with a clear line when a fixed port is taken, before any process starts (after
+    ``wait`` seconds in which it was never free)."""
     if port == 0:
         return
+    deadline = time.monotonic() + wait
+    while not _bindable(host, port):
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"{flag} {port} is already in use; pick another port or stop the "
+                              f"process holding it (ss -ltnp | grep {port})")
+        time.sleep(0.2)  # polling the kernel until the port's holder has exited
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
-            raise ConfigError(f"{flag} {port} is already in use; pick another port or stop the "
-                              f"process holding it (ss -ltnp | grep {port})") from None
+            return False
+    return True
 
 
 def fingerprint(agreed: dict) -> str:

@@ -5,6 +5,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -53,7 +54,22 @@ def test_port_in_use_is_a_clear_error():
         sock.listen()
         port = sock.getsockname()[1]
         with pytest.raises(ConfigError, match=f"--dht.port {port} is already in use"):
-            check_port_free(port, "--dht.port")
+            check_port_free(port, "--dht.port", wait=0.5)
+
+
+def test_a_port_released_while_waiting_is_free():
+    """A crashed neuron's helpers release its port a moment after it died; the restart waits."""
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    release = threading.Timer(0.5, holder.close)  # the old p2pd exiting
+    release.start()
+    try:
+        check_port_free(port, "--dht.port", wait=30)
+    finally:
+        release.cancel()
+        holder.close()
 
 
 @pytest.mark.parametrize("argv, expected", [

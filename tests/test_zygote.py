@@ -7,7 +7,6 @@ import signal
 from helpers.polling import wait_until
 
 HOLDER = """
-import os
 import signal
 from hivemind.utils.mpfuture import MPFuture
 MPFuture._update_lock.acquire()

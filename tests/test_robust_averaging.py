@@ -7,8 +7,9 @@ test draws and records (a direction the honest peers share plus noise), so each 
 change is known and the honest peers' global parameters after the attack must be what the outer
 Nesterov step gives for the honest peers' average alone: the attacker's contribution is dropped
 in the round it is made (a bad reducer's round is skipped; a sign-flipped update, whose norm is
-honest, is bounded in its round), and the attacker is out of the honest peers' groups from the
-next round on.
+honest, is bounded in its round), and an honest peer that has banned the attacker takes nothing
+from it again: it leads no group with it and joins none it leads, and a round it still shares
+with it (a group led by an honest peer that has not met the attacker yet) it refuses.
 """
 
 import itertools
@@ -105,9 +106,10 @@ def gradients(seed):
                                                            itertools.cycle(noises)))
 
 
-def train_rounds(param, opt, seed, consumed, rounds):
+def train_rounds(param, opt, seed, consumed, ended, rounds):
     """Step until ``rounds`` outer steps, adding each gradient to the sum of the round it fed
-    (``consumed[round] = [sum, count]``)."""
+    (``consumed[round] = [sum, count]``) and appending to ``ended``, per round ended, its group,
+    the peers this peer had banned before it, and whether this peer skipped its outer step."""
     for grad in gradients(seed):
         if opt.local_epoch >= rounds:
             return
@@ -115,7 +117,12 @@ def train_rounds(param, opt, seed, consumed, rounds):
         total[0] += grad
         total[1] += 1
         param.grad = grad
+        before, round_ = opt.averaging_facts(), opt.rounds_ended
         paced_step(opt)
+        if opt.rounds_ended > round_:
+            after = opt.averaging_facts()
+            ended.append({"group": after["group"], "banned_before": before["banned"],
+                          "skipped": after["rounds_skipped"] > before["rounds_skipped"]})
 
 
 def closest_honest_result(start, reference, consumed, rounds):
@@ -208,12 +215,12 @@ def test_one_bad_peer_cannot_move_the_honest_peers(swarm):
         opt.step()
     wait_until(lambda: all(o.tracker.global_progress.num_peers == HONEST + 1 for _, o in peers),
                timeout=90, what="all four peers to see each other's progress")
-    consumed = [{} for _ in peers]
+    consumed, ended = [{} for _ in peers], [[] for _ in peers]
     rounds = SIGN_FLIP_ROUNDS if mode == "sign_flip" else ROUNDS
 
     def job(index):
         param, opt = peers[index]
-        train_rounds(param, opt, index + 1, consumed[index], rounds)
+        train_rounds(param, opt, index + 1, consumed[index], ended[index], rounds)
 
     threads = [threading.Thread(target=job, args=(i,), daemon=True) for i in range(len(peers))]
     for thread in threads:
@@ -224,10 +231,18 @@ def test_one_bad_peer_cannot_move_the_honest_peers(swarm):
 
     attacker_id = str(peers[HONEST][1].averager.peer_id)
     honest = peers[:HONEST]
-    for _, opt in honest:
+    shared_after_ban = 0
+    for index, (_, opt) in enumerate(honest):
         facts = opt.averaging_facts()
         assert attacker_id in facts["banned"], (mode, [o.averaging_facts() for _, o in honest])
-        assert attacker_id not in facts["group"], "the attacker was in the last round's group"
+        # Measured in CI (2026-12-06, bad_reduce): one honest peer met the attacker in round 0,
+        # the other two first in the last round, so the last group may hold it; a peer that
+        # had banned it may share a round with it only under a leader that had not, and skips it.
+        shared = [r for r in ended[index]
+                  if attacker_id in r["group"] and attacker_id in r["banned_before"]]
+        assert all(r["skipped"] for r in shared), ("applied a round shared with a banned peer",
+                                                   ended[index])
+        shared_after_ban += len(shared)
         assert torch.isfinite(opt.global_parameters()[0]).all()
     reference = one_model(honest)
     # ... the one some grouping of the honest peers' own changes gives. Matchmaking around an
@@ -238,5 +253,6 @@ def test_one_bad_peer_cannot_move_the_honest_peers(swarm):
     # A sign flip is bounded, not dropped, in the rounds before it is seen: the tolerance.
     error, grouping = closest_honest_result(start, reference, consumed, rounds)
     print(f"{mode}: distance from the closest honest-only model {error:.4f} of the distance "
-          f"travelled (honest peers averaged per round: {grouping})")
+          f"travelled (honest peers averaged per round: {grouping}; rounds an honest peer "
+          f"shared with the attacker it had banned, and skipped: {shared_after_ban})")
     assert error < 0.2, (mode, error, grouping)

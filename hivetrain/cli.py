@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from hivetrain import __version__
 from hivetrain.config import add_config_arguments, config_from_args
 from hivetrain.errors import OperatorError
+from hivetrain.host import check_writable_dir
 
 # The flags that say which swarm (run_id) ``hivetrain export`` downloads and how to reach it.
 EXPORT_SECTIONS = ["subtensor", "chain", "dht", "neuron", "model", "data", "train", "logging"]
@@ -96,6 +98,7 @@ def _add_export_commands(commands) -> None:
 
 def _run_export(args: argparse.Namespace) -> None:
     cfg = config_from_args(args, role="export", sections=EXPORT_SECTIONS)
+    check_writable_dir(Path(args.out), "--out")  # before the imports, and before any download
     from hivetrain.export import run_export  # torch and transformers: only paid when used
 
     run_export(args, cfg)

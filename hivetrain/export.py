@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 from hivetrain.data.shapes import COLOURS, POSITIONS, SHAPES, parse_caption
 from hivetrain.data.tokenizer import eos_id, load_tokenizer
 from hivetrain.errors import OperatorError
+from hivetrain.host import check_writable_dir, not_writable
 from hivetrain.model.gpt2 import PRESETS, gpt2_config, padded_vocab_size
 from hivetrain.model.multimodal import (CONFIG_NAME, IMAGE_END, IMAGE_SLOT, IMAGE_START, MM_PRESETS,
                                         MODEL_TYPE, MultimodalGPT2, load_multimodal,
@@ -37,26 +37,9 @@ class ExportError(OperatorError):
     """Exporting, loading or pushing failed for a reason the message states."""
 
 
-def writable_out_dir(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and prove a file can be written there, before minutes of download."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise ExportError(_not_writable(out, error)) from None
-    return out
-
-
-def _not_writable(out: Path, error: OSError) -> str:
-    return (f"--out {out} is not writable ({error.strerror or error}); fix its permissions, free "
-            f"disk space or pick another --out")
-
-
 def export_model(model: torch.nn.Module, tokenizer, out_dir: str | Path) -> Path:
     """Write ``model`` and ``tokenizer`` to ``out_dir`` (created if missing)."""
-    out = writable_out_dir(out_dir)
+    out = check_writable_dir(Path(out_dir), "--out")
     try:
         if isinstance(model, MultimodalGPT2):
             save_multimodal(model, out)
@@ -64,7 +47,7 @@ def export_model(model: torch.nn.Module, tokenizer, out_dir: str | Path) -> Path
             model.save_pretrained(out)
         tokenizer.save_pretrained(out)
     except OSError as error:  # the disk filled up while writing
-        raise ExportError(_not_writable(out, error)) from None
+        raise ExportError(not_writable(out, "--out", error)) from None
     return out
 
 
@@ -275,7 +258,6 @@ def model_from_swarm(cfg, given: list[str]) -> tuple[torch.nn.Module, object, st
 
 def run_export(args: argparse.Namespace, cfg) -> None:
     """``hivetrain export``: swarm or checkpoint -> folder (-> hub); ``cfg`` from the flags."""
-    writable_out_dir(args.out)
     if args.checkpoint:
         if not Path(args.checkpoint).is_file():
             raise ExportError(f"--checkpoint {args.checkpoint} is not a file")

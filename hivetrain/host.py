@@ -32,24 +32,31 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_run_dir(run_dir: Path) -> None:
-    """Create the run directory and prove a file can be written there, or say which flag to change.
+def check_writable_dir(folder: Path, flag: str) -> Path:
+    """Create ``folder`` and prove a file can be written there, or say which flag to change.
 
-    Left unchecked, a read-only or full disk surfaced minutes later as a hivemind daemon error
-    (its identity file lives here) or as a lost checkpoint.
+    Left unchecked, a read-only or full disk surfaced minutes later: for a neuron as a hivemind
+    daemon error (its identity file lives in the run directory) or a lost checkpoint, for an
+    export after the whole download.
     """
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / WRITE_CHECK_FILE, "hivetrain can write here\n")
-        (run_dir / WRITE_CHECK_FILE).unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / WRITE_CHECK_FILE, "hivetrain can write here\n")
+        (folder / WRITE_CHECK_FILE).unlink()
     except OSError as error:
-        raise ConfigError(f"--neuron.dir {run_dir} is not writable ({error.strerror or error}); "
-                          f"free disk space, fix its permissions or pass another --neuron.dir") from None
+        raise ConfigError(not_writable(folder, flag, error)) from None
+    return folder
+
+
+def not_writable(folder: Path, flag: str, error: OSError) -> str:
+    """The one line for a folder that cannot be written (also a disk that filled up later)."""
+    return (f"{flag} {folder} is not writable ({error.strerror or error}); free disk space, fix "
+            f"its permissions or pick another {flag}")
 
 
 def check_host(cfg: Config, serves_api: bool) -> None:
     """Check the run directory and the ports this neuron will listen on."""
-    check_run_dir(cfg.run_dir)
+    check_writable_dir(cfg.run_dir, "--neuron.dir")
     check_port_free(cfg.dht.port, "--dht.port")
     if serves_api:
         check_port_free(cfg.axon.port, "--axon.port")

@@ -1,7 +1,8 @@
 """Start-up on a bad run directory: one line that says what to do, exit code 2, nothing lost.
 
 Also: a failed start leaves no empty run directory, and ``export`` to a read-only folder. Each
-neuron fails before it imports torch, transformers or hivemind: in about a second, not six.
+fails before it imports torch, transformers or hivemind: in about a second, not six (the export
+took 46 s in a CI run, importing for a check that needs none of them).
 
 The neurons run as real processes (``hivetrain.cli.main`` in a fresh interpreter, as ``python -m
 hivetrain`` runs it). Every case here fails before the chain is opened, so no chain is needed.
@@ -125,7 +126,7 @@ def test_a_failed_start_leaves_no_empty_run_dir(tmp_path, role):
 def test_export_to_a_read_only_folder_is_one_line(small_fs, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     out = small_fs("ro") / "model"
-    result = subprocess.run([sys.executable, "-m", "hivetrain", "export", "--checkpoint",
+    result = subprocess.run([sys.executable, "-c", START, "export", "--checkpoint",
                              str(tmp_path / "junk.pt"), "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert_one_line_exit_2(result, f"--out {out} is not writable (Read-only file system)",

@@ -16,12 +16,16 @@ TEST_WORKERS ?= 2
 # pip byte-compiles each package after installing it, one file at a time: 34 of the 54 s the
 # pinned install took here. compileall does the same work on every core (23 s on 2 cores); its
 # exit status is ignored as pip ignores it (torch ships a test file only Python 3.12 parses).
+# It skips what no hivetrain process imports: the packages' own test folders and transformers'
+# ~400 other model families (5,600 of 16,000 files; 22 s instead of 39 s here). A module skipped
+# but imported after all still loads, compiled in memory as it is imported.
+COMPILE_SKIP := site-packages/(.+/tests?/|transformers/models/(?!(auto|gpt2|encoder_decoder)/|__init__\.py))
 $(VENV)/.installed: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt
 	$(PY) -m pip install --quiet --no-compile --no-deps -e .
-	$(PY) -m compileall -qq -j0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
+	$(PY) -m compileall -qq -j0 -x '$(COMPILE_SKIP)' "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt

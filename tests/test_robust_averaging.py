@@ -213,8 +213,14 @@ def test_one_bad_peer_cannot_move_the_honest_peers(swarm):
     for param, opt in peers:  # every peer announces progress before the first round
         param.grad = torch.zeros(SIZE)
         opt.step()
-    wait_until(lambda: all(o.tracker.global_progress.num_peers == HONEST + 1 for _, o in peers),
-               timeout=90, what="all four peers to see each other's progress")
+    seen = []  # the peers each peer counts, as last polled: says who is missing, on a timeout
+
+    def everyone_counts_four():
+        seen[:] = [opt.tracker.global_progress.num_peers for _, opt in peers]
+        return all(count == HONEST + 1 for count in seen)
+
+    wait_until(everyone_counts_four, timeout=90,
+               what=lambda: f"all four peers to see each other's progress (each counts {seen})")
     consumed, ended = [{} for _ in peers], [[] for _ in peers]
     rounds = SIGN_FLIP_ROUNDS if mode == "sign_flip" else ROUNDS
 

@@ -29,7 +29,10 @@ def current_run(run_dir, kind):
 
 
 def wait_until(predicate, timeout, what, group=None):
-    """Return the first truthy ``predicate()``; fail if a neuron of ``group`` dies or time runs out."""
+    """Return the first truthy ``predicate()``; fail if a neuron of ``group`` dies or time runs out.
+
+    ``what`` names the awaited fact in the failure; a callable is asked then, so the message can
+    tell what the predicate saw last."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if group is not None:
@@ -38,4 +41,4 @@ def wait_until(predicate, timeout, what, group=None):
         if value:
             return value
         time.sleep(0.5)  # polling other processes' metrics files or background threads
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")

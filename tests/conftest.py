@@ -38,11 +38,6 @@ LONGEST_FIRST = ("test_validator", "test_swarm", "test_localnet", "test_proof_of
                  "test_robust_averaging", "test_startup_errors", "test_autoupdate",
                  "test_multimodal_swarm", "test_consistency_swarm", "test_diloco", "test_dodger",
                  "test_restart", "test_stop")
-# Modules that one worker runs one after the other, never side by side. Beside proof of
-# training's eight neurons, test_robust_averaging's four in-process peers took up to 221 s
-# (86-105 s elsewhere), and in one fresh clone of 8c7426c its last case timed out waiting 90 s
-# for the four peers to count each other, their DHTs starved of CPU.
-APART = ("test_proof_of_training", "test_robust_averaging")
 
 
 def pytest_collection_modifyitems(items):
@@ -51,23 +46,6 @@ def pytest_collection_modifyitems(items):
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: tests keep their order within a module
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadfile`` with the :data:`APART` modules as one unit of work.
-
-    (pytest-xdist's ``xdist_group`` marks would say the same, but with pytest 9.2 they group
-    nothing: xdist 3.8 renames ``item._nodeid``, which pytest 9 no longer reads.)"""
-    if config.getoption("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class ApartScheduling(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = super()._split_scope(nodeid)
-            return "+".join(APART) if Path(module).stem in APART else module
-
-    return ApartScheduling(config, log)
 
 
 def _marked(marker: str) -> dict[int, int]:

@@ -41,4 +41,5 @@ def wait_until(predicate, timeout, what, group=None):
         if value:
             return value
         time.sleep(0.5)  # polling other processes' metrics files or background threads
-    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
+    awaited = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout} s waiting for {awaited}")

@@ -16,11 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from helpers.polling import wait_until
+from helpers.ports import unused_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PM2 = ROOT / "node_modules" / ".bin" / "pm2"
@@ -38,26 +40,6 @@ with open(os.path.join(os.environ["HIVETRAIN_TEST_MARKERS"], "post_install.log")
 BROKEN_NEURON = 'import sys\nprint("this version cannot start", flush=True)\nsys.exit(3)\n'
 # The real hivetrain command line (from this checkout, via PYTHONPATH), as neurons/miner.py runs it.
 HIVETRAIN_NEURON = 'import sys\nfrom hivetrain.cli import run_role\nsys.exit(run_role("miner"))\n'
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
-    """Poll ``condition()`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +65,7 @@ class World:
         # Short path: pm2 puts unix sockets in PM2_HOME, and socket paths are limited to 108 bytes.
         self.pm2_home = Path(tempfile.mkdtemp(prefix="pm2-", dir="/tmp"))
         self.pm2_bin = pm2
-        self.port = free_port()
+        self.port = unused_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("HIVETRAIN_", "PM2_", "GIT_")) and k not in ("name", "pm_id")}
         env.update({
@@ -174,8 +156,8 @@ class World:
             return None
 
     def wait_version(self, version: str, timeout: float = 60) -> dict:
-        return wait_for(lambda: (s := self.status()) and s["version"] == version and s,
-                        timeout, f"the neuron to serve version {version}")
+        return wait_until(lambda: (s := self.status()) and s["version"] == version and s,
+                          timeout, f"the neuron to serve version {version}")
 
     def head(self) -> str:
         return self.git("rev-parse", "HEAD", cwd=self.node)
@@ -227,8 +209,8 @@ def test_newer_version_is_pulled_reinstalled_and_restarted_under_pm2(world):
 
     # The updater re-executed itself from the new code and left the fresh neuron running.
     log = world.pm2_home / "logs" / "m1-out.log"
-    wait_for(lambda: log.read_text().count("leaving it running") == 1, 30,
-             "the re-executed updater to find the neuron up")
+    wait_until(lambda: log.read_text().count("leaving it running") == 1, 30,
+               "the re-executed updater to find the neuron up")
     assert "restarting the updater from the new code" in log.read_text()
     assert world.status()["pid"] == second["pid"]
     assert world.pm2_apps()["m1"][0] == "online"
@@ -336,8 +318,8 @@ def test_off_starts_the_neuron_and_never_updates(world):
     assert world.updater_once("--autoupdate.off", "--wallet.hotkey", "h1").returncode == 0
     assert world.status()["pid"] == first["pid"]
     assert world.updater_once("--autoupdate.off", "--wallet.hotkey", "h2").returncode == 0
-    second = wait_for(lambda: (s := world.status()) and s["args"][-1] == "h2" and s, 30,
-                      "the neuron to run with the new flags")
+    second = wait_until(lambda: (s := world.status()) and s["args"][-1] == "h2" and s, 30,
+                        "the neuron to run with the new flags")
     assert second["pid"] != first["pid"] and second["version"] == "0.1.0"
     assert world.lines("install.log") == []
 
@@ -372,7 +354,7 @@ def test_neuron_follows_a_checkout_moved_by_another_updater(world):
 
     assert world.wait_version("0.2.0")
     log = world.pm2_home / "logs" / "v1-out.log"
-    wait_for(lambda: "outside this updater" in log.read_text(), 30, "the updater's log line")
+    wait_until(lambda: "outside this updater" in log.read_text(), 30, "the updater's log line")
     assert world.head() == new_commit
     assert world.lines("install.log") == []  # installing was the other updater's job
 

@@ -10,7 +10,6 @@ restart that must come up on the same port, and every helper of the killed miner
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -18,17 +17,12 @@ import pytest
 
 from helpers.flags import VALIDATOR_TEST_FLAGS
 from helpers.polling import records, records_after, wait_until
+from helpers.ports import unused_port
 from hivetrain.localnet.processes import ProcessGroup
 from hivetrain.localnet.swarm import SwarmOptions, neuron_args, prepare_chain
 
 START_TIMEOUT = 180  # a miner's start-up is mostly imports: tens of seconds on a loaded machine
 HELPERS_GONE_TIMEOUT = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -67,7 +61,7 @@ def kill_and_restart(tmp_path: Path, zygote, kills: int) -> None:
                            neuron_flags=VALIDATOR_TEST_FLAGS)
     prepare_chain(options)
     run_dir = tmp_path / "miner1"
-    args = neuron_args("miner", "miner1", options, ["--dht.port", str(free_port())])
+    args = neuron_args("miner", "miner1", options, ["--dht.port", str(unused_port())])
     with ProcessGroup(spawn=zygote.spawn) as group:
         mark = None
         neuron = group.start("miner1", run_dir, args)

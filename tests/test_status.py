@@ -6,11 +6,11 @@ table at all (issue 14). Now the chain table prints first and the DHT gets one a
 """
 
 import json
-import socket
 import subprocess
 import sys
 import time
 
+from helpers.ports import unused_port
 from hivetrain.chain import Chain, create_dev_wallet
 from hivetrain.localnet.swarm import NETUID, SwarmOptions, prepare_chain
 
@@ -20,19 +20,13 @@ GONE_PEER = "QmW5TRieDjmGSEaozozwLCv7QPWAq8Qnm1P354KWyvjnXy"
 QUICK_S = 25
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_status_with_nothing_running_prints_the_chain_table_quickly(tmp_path):
     options = SwarmOptions(out_dir=tmp_path, miners=1, validators=0)
     prepare_chain(options)
     wallet = create_dev_wallet("miner1", "default", str(options.wallet_path))
     chain = Chain.open("embedded", chain_path=str(options.chain_path), netuid=NETUID, wallet=wallet)
     try:
-        port = closed_port()
+        port = unused_port()
         assert chain.commit_dht_addrs([f"/ip4/127.0.0.1/tcp/{port}/p2p/{GONE_PEER}"], RUN_ID)
         assert chain.serve("127.0.0.1", port)
     finally:

@@ -33,6 +33,7 @@ from typing import AsyncIterator, Callable, Iterable, Optional
 from hivemind.averaging import DecentralizedAverager
 from hivemind.averaging.allreduce import AveragingMode
 from hivemind.averaging.group_info import GroupInfo
+from hivemind.averaging.key_manager import GroupKeyManager
 from hivemind.averaging.matchmaking import Matchmaking
 from hivemind.compression import deserialize_torch_tensor
 from hivemind.p2p import P2PContext, PeerID
@@ -51,6 +52,21 @@ BAN_SECONDS = 600.0
 # The least time one state source gets for each message of its state (a quarter of the
 # download's budget when that is more): a tiny model's state arrives in 0.1-0.3 s on loopback.
 MIN_SOURCE_SECONDS = 10.0
+# The least time between two lookups of the peers looking for a group. hivemind looks again as
+# soon as a lookup ends while it knows no leader to ask, so a follower waiting out the
+# matchmaking window sent ~40 DHT lookups a second, each a traversal of the swarm.
+MIN_LOOKUP_SECONDS = 0.25
+
+
+class _PacedGroupKeyManager(GroupKeyManager):
+    """hivemind's group keys, looked up at most once per ``MIN_LOOKUP_SECONDS``."""
+
+    _last_lookup = -math.inf
+
+    async def get_averagers(self, group_key, only_active):
+        await asyncio.sleep(max(0.0, self._last_lookup + MIN_LOOKUP_SECONDS - time.monotonic()))
+        self._last_lookup = time.monotonic()
+        return await super().get_averagers(group_key, only_active)
 
 
 class _AdmittingMatchmaking(Matchmaking):
@@ -144,6 +160,7 @@ class SwarmAverager(DecentralizedAverager):
         # turns that very object into the admitting subclass, which only overrides methods.
         matchmaking.__class__ = _AdmittingMatchmaking
         matchmaking.averager = self
+        matchmaking.group_key_manager.__class__ = _PacedGroupKeyManager
         self.__matchmaking = matchmaking
 
     async def rpc_join_group(self, request: averaging_pb2.JoinRequest, context: P2PContext
@@ -182,7 +199,10 @@ class SwarmAverager(DecentralizedAverager):
             async for tensor, update in azip(as_aiter(*tensors), runner):
                 tensor.add_(update, alpha=self._averaging_alpha)
                 self.last_updated = get_dht_time()
-                self._state_updated.set()
+                # hivemind also sets ``_state_updated`` here, once per averaged tensor, and each
+                # set re-stores this peer's ``all_averagers`` record in the DHT: ~40 stores per
+                # round for the tiny model. The record only holds the sharing priority, which
+                # the host sets once per epoch (and the setter re-declares it), so none is sent.
             if not runner.verdicts.bad_reducers:
                 size = sum(t.numel() for t in tensors)
                 rms = math.sqrt(sum(float(t.float().norm()) ** 2 for t in tensors) / max(1, size))

@@ -55,22 +55,32 @@ def swarm(tmp_path_factory, zygote):
         group.kill_all()  # a clean stop is tested on its own (test_stop, test_localnet)
 
 
-def identical_epochs(first_dir, second_dir, skip: int = 1, after: int = -1) -> list[int]:
-    """Epochs, after the first ``skip`` both recorded, at which the two models are the same.
+def identical_epochs(first_dir, second_dir, after: int = -1) -> list[int]:
+    """Epochs after ``after`` both recorded, at which the two models are the same.
 
     A round that fails (a timeout on a busy machine) lets peers step apart for an epoch, until
     the next state averaging brings them back together, so not every epoch has to match.
     """
     first, second = epoch_sketches(first_dir), epoch_sketches(second_dir)
-    common = [e for e in sorted(set(first) & set(second)) if e > after][skip:]
+    common = [e for e in sorted(set(first) & set(second)) if e > after]
     return [e for e in common if max_difference(first[e], second[e]) < SAME_MODEL]
+
+
+def averaged_together(first_dir, second_dir) -> list[int]:
+    """Epochs both peers closed in one group of the two of them, holding the same parameters.
+
+    Identical parameters alone are not averaging: a peer that joins downloads the swarm's state,
+    and its next epoch can match the first peer's before the two ever averaged."""
+    groups = [{r["epoch"]: r["group"] for r in records(run_dir, "epoch")}
+              for run_dir in (first_dir, second_dir)]
+    return [e for e in identical_epochs(first_dir, second_dir)
+            if len(groups[0][e]) == 2 and groups[0][e] == groups[1][e]]
 
 
 def test_peers_average_to_identical_parameters_and_loss_falls(swarm):
     group, dirs, _ = swarm
-    wait_until(lambda: identical_epochs(dirs["miner1"], dirs["miner2"]), 300,
-               "an epoch at which both peers hold the same parameters", group)
-    assert max(r["peers"] for r in records(dirs["miner1"], "epoch")) == 2
+    wait_until(lambda: averaged_together(dirs["miner1"], dirs["miner2"]), 300,
+               "an epoch both peers closed averaging together, with the same parameters", group)
     first = wait_until(lambda: records(dirs["miner1"], "train"), 60, "a held-out evaluation",
                        group)[0]
     wait_until(lambda: [r for r in records(dirs["miner1"], "train")
@@ -94,7 +104,7 @@ def test_late_joiner_finds_the_swarm_on_chain_and_loads_its_state(swarm):
     start = wait_until(lambda: records(dirs["miner3"], "start"), 180, "the late miner to start",
                        group)
     assert start[0]["epoch"] >= swarm_epoch, "the late joiner did not catch up before training"
-    wait_until(lambda: identical_epochs(dirs["miner3"], dirs["miner1"], skip=0), 300,
+    wait_until(lambda: identical_epochs(dirs["miner3"], dirs["miner1"]), 300,
                "an epoch at which the late joiner holds the swarm's parameters", group)
     group.stop(late)
 
@@ -135,7 +145,7 @@ def test_killed_peer_does_not_stall_the_swarm_and_rejoins_from_the_global_state(
     assert first_alone["averaging_seconds"] < 20 + 2 + 10
     swarm_epoch = records(dirs["miner1"], "epoch")[-1]["epoch"]
     group.start("miner2", dirs["miner2"], neuron_args("miner", "miner2", options))
-    wait_until(lambda: identical_epochs(dirs["miner2"], dirs["miner1"], skip=0, after=swarm_epoch),
+    wait_until(lambda: identical_epochs(dirs["miner2"], dirs["miner1"], after=swarm_epoch),
                300, "the restarted peer to hold the swarm's parameters after an outer step",
                group)
 

@@ -1,7 +1,7 @@
 """The DiLoCo averager: robust all-reduce, chain-admitted groupmates, a ban list, checked downloads.
 
 :class:`SwarmAverager` is hivemind's ``DecentralizedAverager`` (which runs in its own process)
-with four changes, all made by subclassing:
+with five changes, all made by subclassing:
 
 * **Admission, enforced in matchmaking.** Only peers in the admitted set (DHT identities that a
   hotkey registered on the netuid committed on chain) and not banned form groups with this peer:
@@ -19,6 +19,10 @@ with four changes, all made by subclassing:
   download against the swarm's published sketches and asks again, skipping the sender, when it
   does not match: :mod:`hivetrain.swarm.state_check`).
 * The host's global state is what it serves (``get_current_state``).
+* **DHT requests bounded by time, not tensors or CPU speed**: the state is not re-declared after
+  every averaged tensor, and a peer waiting for a group looks the group key up at most every
+  ``MIN_LOOKUP_SECONDS`` (tests/test_dht_cost.py; docs/benchmarks.md, "What averaging asks of
+  the DHT").
 """
 
 from __future__ import annotations

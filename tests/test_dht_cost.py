@@ -14,7 +14,7 @@ import torch
 from hivemind.averaging.partition import AllreduceException
 
 from hivetrain.swarm.averager import MIN_LOOKUP_SECONDS, SwarmAverager
-from helpers.dht_requests import DHTRequests
+from hivetrain.swarm.traffic import DHTRequests
 from helpers.polling import wait_until
 
 PREFIX = "dht-cost"

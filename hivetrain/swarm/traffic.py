@@ -10,14 +10,20 @@ hivemind's butterfly all-reduce the peer reducing a part returns a delta of the 
 compression, which hivemind serialises without this wrapper, so a peer's whole upload is about
 twice the count (for equal shares); protocol framing adds a few dozen bytes per part. Every mode
 is counted the same way, so ratios between modes are exact.
+
+:class:`DHTRequests` counts the other traffic averaging makes: the lookups and stores a DHT node
+serves, per key (tests/test_dht_cost.py, bench/dht_requests.py).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections import Counter
 
+import hivemind
 import torch
 from hivemind.compression import CompressionBase, CompressionInfo
+from hivemind.dht.routing import DHTID
 from hivemind.proto import runtime_pb2
 
 
@@ -56,3 +62,40 @@ class CountingCompression(CompressionBase):
 
     def __repr__(self):
         return f"CountingCompression({self.inner!r})"
+
+
+class DHTRequests:
+    """The lookups and stores one DHT node served, per key, since this object was made.
+
+    Every lookup and store a peer makes reaches the DHT nodes nearest the key, and on a swarm of
+    a few peers that is every node, so a bystander node's counts are what the swarm asked of the
+    DHT. The counters live in the node's own process (``DHT.run_coroutine``), around its storage.
+    """
+
+    def __init__(self, dht: hivemind.DHT):
+        self.dht = dht
+        dht.run_coroutine(_count_requests)
+
+    def count(self, kind: str, key: str) -> int:
+        """How many times ``kind`` ("lookup" or "store") reached this node for ``key``."""
+        return self.dht.run_coroutine(_read_requests)[kind, DHTID.generate(source=key)]
+
+
+async def _count_requests(dht, node) -> None:
+    counts = Counter()
+    storage = node.protocol.storage
+
+    def counted(kind, method):
+        def call(key, *args, **kwargs):
+            counts[kind, key] += 1
+            return method(key, *args, **kwargs)
+        return call
+
+    storage.get = counted("lookup", storage.get)
+    storage.store = counted("store", storage.store)
+    storage.store_subkey = counted("store", storage.store_subkey)
+    node.request_counts = counts
+
+
+async def _read_requests(dht, node) -> Counter:
+    return Counter(node.request_counts)

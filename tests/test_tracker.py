@@ -72,3 +72,16 @@ def test_a_peer_not_admitted_is_a_newcomer_and_an_excluded_one_is_not(tracker):
     tracker.admit([peer.to_base58() for peer in (own, newcomer, excluded, member)])
     assert tracker._parse_swarm_progress_data(metadata).num_peers == 3
     assert tracker.newcomers == frozenset()
+
+
+def test_the_highest_report_is_kept_beside_the_quorums_epoch(tracker):
+    """A joiner at epoch 0 holds the quorum (the second-highest report) back while the leader
+    trains on: a state of the leader's epoch is ahead of the quorum but reported, which is not
+    what a liar's state is (docs/security.md, state downloads)."""
+    done = progress(tracker, [(9, PER_PEER), (0, 0)])
+    assert done.epoch == 7  # this peer's own: the quorum of two others reached only epoch 0
+    assert tracker.highest_reported_epoch == 9
+    liar = PeerID(os.urandom(34))
+    tracker.exclude([liar.to_base58()])
+    tracker._parse_swarm_progress_data({os.urandom(8): record(liar.to_bytes(), 60, PER_PEER)})
+    assert tracker.highest_reported_epoch == 7  # an excluded peer's report counts for nothing

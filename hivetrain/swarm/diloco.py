@@ -526,9 +526,10 @@ class DiLoCoOptimizer(SwarmView):
 
         Each candidate must be finite, of the right shape, and match the sketch a quorum of
         admitted peers published for its epoch (:mod:`hivetrain.swarm.state_check`). A peer that
-        sends what no honest peer holds (non-finite values, another shape, an epoch ahead of the
-        quorum's) is banned; one whose state is only older, or not the quorum's (an honest peer
-        can drift too), is skipped. Banning those isolated an honest peer: measured, a miner one
+        sends what no honest peer holds (non-finite values, another shape, an epoch beyond every
+        admitted peer's progress report) is banned; one whose state is only older, ahead of the
+        quorum's epoch but reported by some peer, or not the quorum's (an honest peer can drift
+        too), is skipped. Banning those isolated an honest peer: measured, a miner one
         epoch ahead of its group banned both honest peers for "behind" states and trained alone.
 
         :param behind_allowed: epochs the state may be behind this peer's: 1 when this peer's
@@ -587,8 +588,17 @@ class DiLoCoOptimizer(SwarmView):
         if not finite(tensors):
             return "non-finite values", True
         if metadata["epoch"] > max(self.swarm_epoch, self.local_epoch) + 1:
+            self.tracker.refresh()  # the scheduled view can be several fast epochs old
+        if metadata["epoch"] > max(self.swarm_epoch, self.local_epoch) + 1:
+            reported = self.tracker.highest_reported_epoch
+            if metadata["epoch"] > reported + 1:
+                return (f"epoch {metadata['epoch']} is ahead of every admitted peer's progress "
+                        f"report (the highest is {reported})"), True
+            # The quorum is the second-highest report: one joining or lagging peer holds it back
+            # while the honest rest trains on. Banning those peers for being ahead of it left a
+            # validator with every miner excluded and its epoch stuck for 10 minutes.
             return (f"epoch {metadata['epoch']} is ahead of the swarm's {self.swarm_epoch}, which "
-                    f"a quorum of peers reports"), True
+                    f"a quorum of peers reports (the highest report is {reported})"), False
         if metadata["epoch"] < self.local_epoch - behind_allowed:
             return f"epoch {metadata['epoch']} is behind this peer's {self.local_epoch}", False
         trainers = self._training_peers() - (not self.observer)

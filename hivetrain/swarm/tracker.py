@@ -65,8 +65,19 @@ class SwarmProgressTracker(ProgressTracker):
         self._excluded: dict[str, float] = {}
         self._filter_lock = threading.Lock()
         self.newcomers: frozenset[str] = frozenset()  # reporting, not admitted: see _plausible
+        # The highest epoch an admitted, not excluded peer (this one included) reports, quorum
+        # or not: a state labelled beyond it is one no peer even claims to hold.
+        self.highest_reported_epoch = 0
         super().__init__(dht, prefix, target_batch_size,
                          metadata_expiration=metadata_expiration, **kwargs)
+
+    def refresh(self) -> None:
+        """Read the swarm's progress now instead of at the next scheduled fetch, which can be
+        ``max_refresh_period`` (10 s) away: several epochs of a fast swarm."""
+        found = self.dht.get(self.training_progress_key, latest=True)
+        metadata = found.value if isinstance(found, ValueWithExpiration) else None
+        with self.lock_global_progress:
+            self.global_progress = self._parse_swarm_progress_data(metadata)
 
     def admit(self, peer_ids: Iterable[str] | None) -> None:
         admitted = None if peer_ids is None else set(peer_ids)
@@ -127,6 +138,7 @@ class SwarmProgressTracker(ProgressTracker):
         others = sorted((v["epoch"] for peer, v in trainers.items() if peer != self._own_peer),
                         reverse=True)
         own_epoch = self.local_progress.epoch
+        self.highest_reported_epoch = max([own_epoch, *others])
         quorum = min(EPOCH_QUORUM, len(others))
         epoch = max(own_epoch, others[quorum - 1] if quorum else own_epoch)
         by_peer = {peer: entry for peer, entry in by_peer.items()

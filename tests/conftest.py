@@ -139,19 +139,41 @@ def release_shared_memory(shm: Path = Path("/dev/shm")) -> list[Path]:
     A subnet ended with SIGKILL (``ProcessGroup.kill_all``) ends that manager too, and the files
     stay, holding RAM until a reboot: 114,964 of them, 10.6 GB of this 24 GB machine's memory,
     after a day of test runs here. Only files written since this session started, whose
-    creator is dead, are unlinked; a process that still maps one keeps its memory (unlinking
-    removes the name only)."""
+    creator is dead and that no live process maps or holds open, are unlinked: torch unlinks
+    a file itself when the last tensor on it is freed, and a file gone by then aborts that
+    process (``could not unlink the shared memory file``; a test worker's forked DHT died so
+    in a fresh clone's run, its neighbours failing to bootstrap from it)."""
     released = []
+    in_use = None
     for path in shm.glob("torch_*_*"):
         creator = path.name.split("_")[1]
         try:
             if (creator.isdigit() and not Path(f"/proc/{creator}").exists()
                     and path.stat().st_mtime >= SESSION_START):
+                in_use = held_files(shm) if in_use is None else in_use
+                if path.name in in_use:
+                    continue
                 path.unlink()
                 released.append(path)
         except FileNotFoundError:  # unlinked by its manager meanwhile
             continue
     return released
+
+
+def held_files(folder: Path) -> set[str]:
+    """Names of the files in ``folder`` that a live process maps or has open."""
+    prefix, held = f"{folder}/", set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            held.update(line.rpartition(prefix)[2].split(" ")[0]
+                        for line in (proc / "maps").read_text().splitlines() if prefix in line)
+            held.update(os.readlink(fd)[len(prefix):] for fd in (proc / "fd").iterdir()
+                        if os.readlink(fd).startswith(prefix))
+        except OSError:  # gone, or not ours to read
+            continue
+    return held
 
 
 @pytest.fixture(scope="session")

@@ -119,8 +119,14 @@ class Zygote:
                                             err.read_text()) for process, out, err in started]
 
     def close(self) -> None:
+        """Ask the server to exit, and kill it if it has not within 30 s: in one loaded fresh
+        clone's run it had not, and the session's last teardown failed on the wait."""
         self._server.stdin.close()
-        self._server.wait(30)
+        try:
+            self._server.wait(30)
+        except subprocess.TimeoutExpired:
+            self._server.kill()
+            self._server.wait()
 
 
 def _serve() -> dict:

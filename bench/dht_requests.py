@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 
 import hivemind
@@ -30,7 +29,7 @@ from hivemind.averaging import DecentralizedAverager
 
 from hivetrain.model.gpt2 import build_model
 from hivetrain.swarm.averager import SwarmAverager
-from hivetrain.swarm.traffic import DHTRequests
+from hivetrain.swarm.traffic import DHTRequests, step_together
 
 PREFIX = "bench"
 
@@ -74,14 +73,7 @@ def rounds(kind: str, dhts, tensors, window: float, n_rounds: int) -> float:
     peers = [make_averager(kind, dht, tensors, window, prefix) for dht in dhts[:2]]
     try:
         for _ in range(n_rounds):
-            results = {}
-            threads = [threading.Thread(target=lambda p=p: results.update({p: p.step(timeout=30)}))
-                       for p in peers]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            if not all(results.get(p) is not None for p in peers):
+            if None in step_together(peers, timeout=30):
                 raise RuntimeError(f"{kind}: a round did not average; rerun on a quieter machine")
     finally:
         for peer in peers:

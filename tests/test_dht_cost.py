@@ -6,15 +6,13 @@ p2pd processes took as much CPU as its training. Each count here is taken at a b
 node, which every request of a swarm this small reaches.
 """
 
-import threading
-
 import hivemind
 import pytest
 import torch
 from hivemind.averaging.partition import AllreduceException
 
 from hivetrain.swarm.averager import MIN_LOOKUP_SECONDS, SwarmAverager
-from hivetrain.swarm.traffic import DHTRequests
+from hivetrain.swarm.traffic import DHTRequests, step_together
 from helpers.polling import wait_until
 
 PREFIX = "dht-cost"
@@ -74,14 +72,7 @@ def test_rounds_do_not_redeclare_the_state_for_each_averaged_tensor(swarm_dhts):
     try:
         wait_until(lambda: declares() >= len(peers), 30, "each peer's declaration on start")
         for _ in range(3):
-            results = {}
-            threads = [threading.Thread(target=lambda p=p: results.update({p: p.step(timeout=20)}))
-                       for p in peers]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=60)
-            assert all(results.get(p) is not None for p in peers), "a round did not average"
+            assert None not in step_together(peers, timeout=20), "a round did not average"
     finally:
         for peer in peers:
             peer.shutdown()

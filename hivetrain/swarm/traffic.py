@@ -18,6 +18,7 @@ serves, per key (tests/test_dht_cost.py, bench/dht_requests.py).
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 from collections import Counter
 
 import hivemind
@@ -62,6 +63,22 @@ class CountingCompression(CompressionBase):
 
     def __repr__(self):
         return f"CountingCompression({self.inner!r})"
+
+
+def step_together(averagers, timeout: float) -> list:
+    """One averaging round of ``averagers`` at once, each on its own thread, as peers on
+    separate machines step; each one's result (None where it did not average or hung)."""
+    results = [None] * len(averagers)
+
+    def step(index):
+        results[index] = averagers[index].step(timeout=timeout)
+
+    threads = [threading.Thread(target=step, args=(i,)) for i in range(len(averagers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=2 * timeout + 20)
+    return results
 
 
 class DHTRequests:

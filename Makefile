@@ -3,7 +3,8 @@
 #   make test   the same set-up + test dependencies (pytest, pm2 from npm) + the test suite
 #   make demo-multimodal   the local swarm on the multimodal mm-tiny preset (shapes captions)
 #   make test-slow / make bench   soak tests and benchmark figures (docs/benchmarks.md; bench
-#                                 also measures the defences' cost in one process)
+#                                 also measures the defences' cost and the averager's DHT
+#                                 requests, each in one process)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -61,6 +62,7 @@ test-slow: $(VENV)/.installed-dev
 bench: $(VENV)/.installed
 	$(PY) bench/low_communication.py $(ARGS)
 	$(PY) bench/defence_cost.py
+	$(PY) bench/dht_requests.py
 
 bench-multimodal: $(VENV)/.installed
 	$(PY) bench/multimodal_caption.py $(ARGS)

@@ -23,22 +23,14 @@ import argparse
 import json
 import time
 
-import hivemind
-import torch
 from hivemind.averaging import DecentralizedAverager
 
 from hivetrain.model.gpt2 import build_model
 from hivetrain.swarm.averager import SwarmAverager
+from hivetrain.swarm.dht import loopback_dhts
 from hivetrain.swarm.traffic import DHTRequests, step_together
 
 PREFIX = "bench"
-
-
-def start_dhts(n: int) -> list[hivemind.DHT]:
-    first = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
-    maddrs = [str(a) for a in first.get_visible_maddrs()]
-    return [first] + [hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
-                                   initial_peers=maddrs) for _ in range(n - 1)]
 
 
 def make_averager(kind: str, dht, tensors, window: float, prefix: str):
@@ -89,7 +81,7 @@ def main() -> None:
                         help="seconds the lone averager looks for a group")
     args = parser.parse_args()
     tensors = [p.detach() for p in build_model(args.preset, 4096, 64, seed=0).parameters()]
-    dhts = start_dhts(3)
+    dhts = loopback_dhts(3)
     try:
         figures = {kind: {"waiting_lookups_per_s": waiting(kind, dhts, tensors, args.window),
                           "rounds_declares_per_round": rounds(kind, dhts, tensors, args.window,

@@ -6,12 +6,12 @@ p2pd processes took as much CPU as its training. Each count here is taken at a b
 node, which every request of a swarm this small reaches.
 """
 
-import hivemind
 import pytest
 import torch
 from hivemind.averaging.partition import AllreduceException
 
 from hivetrain.swarm.averager import MIN_LOOKUP_SECONDS, SwarmAverager
+from hivetrain.swarm.dht import loopback_dhts
 from hivetrain.swarm.traffic import DHTRequests, step_together
 from helpers.polling import wait_until
 
@@ -27,12 +27,9 @@ def no_state():
 @pytest.fixture
 def swarm_dhts():
     """Two DHT nodes for averagers and a bystander that counts what it is asked."""
-    first = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
-    maddrs = [str(a) for a in first.get_visible_maddrs()]
-    others = [hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"], initial_peers=maddrs)
-              for _ in range(2)]
-    yield first, others[0], others[1]
-    for dht in (*others, first):
+    dhts = loopback_dhts(3)
+    yield dhts
+    for dht in reversed(dhts):
         dht.shutdown()
 
 

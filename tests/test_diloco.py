@@ -8,12 +8,12 @@ average of those changes.
 
 import threading
 
-import hivemind
 import pytest
 import torch
 from hivemind.compression import NoCompression
 
 from hivetrain.config import TrainConfig
+from hivetrain.swarm.dht import loopback_dhts
 from hivetrain.swarm.diloco import DiLoCoOptimizer
 from hivetrain.swarm.tracker import PROGRESS_EXPIRATION
 from helpers.polling import wait_until
@@ -26,9 +26,7 @@ ROUNDING = 1e-5
 
 @pytest.fixture
 def dhts():
-    first = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
-    second = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
-                          initial_peers=[str(a) for a in first.get_visible_maddrs()])
+    first, second = loopback_dhts(2)
     yield first, second
     second.shutdown()
     first.shutdown()

@@ -15,13 +15,13 @@ with it (a group led by an honest peer that has not met the attacker yet) it ref
 import itertools
 import threading
 
-import hivemind
 import pytest
 import torch
 from hivemind.compression import NoCompression
 
 from hivetrain.config import TrainConfig
 from hivetrain.swarm import robust
+from hivetrain.swarm.dht import loopback_dhts
 from hivetrain.swarm.diloco import DiLoCoOptimizer
 from helpers.pacing import paced_step
 from helpers.polling import wait_until
@@ -58,10 +58,7 @@ def corrupt_change(mode):
 @pytest.fixture
 def swarm(request):
     mode = request.param
-    dhts = [hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])]
-    for _ in range(HONEST):
-        dhts.append(hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
-                                 initial_peers=[str(a) for a in dhts[0].get_visible_maddrs()]))
+    dhts = loopback_dhts(HONEST + 1)
     start = torch.randn(SIZE, generator=torch.Generator().manual_seed(0))
     peers = []
     honest_mean = robust.robust_mean

@@ -1,10 +1,10 @@
 """The signed per-epoch sketches on real hivemind DHTs on loopback: where a state download looks
 first, and which exclusions the records carry (what validators score and every peer adopts)."""
 
-import hivemind
 import pytest
 from hivemind.utils.crypto import RSAPrivateKey
 
+from hivetrain.swarm.dht import loopback_dhts
 from hivetrain.swarm.state_check import SketchBoard
 from helpers.polling import wait_until
 
@@ -15,10 +15,7 @@ SPLIT = [2.0] * 64
 
 @pytest.fixture(scope="module")
 def boards():
-    first = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
-    dhts = [first] + [hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
-                                   initial_peers=[str(a) for a in first.get_visible_maddrs()])
-                      for _ in range(3)]
+    dhts = loopback_dhts(4)
     try:
         yield [SketchBoard(dht, RUN, lambda peer: True, RSAPrivateKey()) for dht in dhts]
     finally:

@@ -95,3 +95,13 @@ def _explain(error: Exception, initial_peers: Sequence[str], attempts: int) -> s
 def visible_maddrs(dht: hivemind.DHT) -> list[str]:
     """Multiaddrs (with /p2p/<peer id>) that other peers can bootstrap from."""
     return [str(addr) for addr in dht.get_visible_maddrs()]
+
+
+def loopback_dhts(size: int) -> list[hivemind.DHT]:
+    """``size`` DHT nodes on 127.0.0.1, the others bootstrapped from the first: several peers
+    of one swarm in one process, as the tests and benchmarks run them. The caller shuts them
+    down."""
+    first = hivemind.DHT(start=True, host_maddrs=listen_maddrs("127.0.0.1", 0))
+    maddrs = visible_maddrs(first)
+    return [first] + [hivemind.DHT(start=True, host_maddrs=listen_maddrs("127.0.0.1", 0),
+                                   initial_peers=maddrs) for _ in range(size - 1)]

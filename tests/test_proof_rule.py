@@ -61,16 +61,30 @@ def test_a_skipped_check_scores_nobody():
 
 
 def test_the_copier_is_the_one_whose_assigned_data_does_not_benefit():
-    honest = ok(assigned=0.8, random=0.2, copy_of=2, copy_cosine=0.999)
-    copier = ok(assigned=0.4, random=0.2, copy_of=1, copy_cosine=0.999)
+    honest = ok(assigned=0.8, random=0.2, cosines={2: 0.999})
+    copier = ok(assigned=0.4, random=0.2, cosines={1: 0.999})
     result = judge_updates({1: honest, 2: copier}, TOL)
     assert result[1][0] == SCORE_ACCEPTABLE
     assert result[2][0] == SCORE_UNACCEPTABLE and "near-copy of uid 1" in result[2][1]
 
 
+def test_of_three_copies_only_the_one_trained_on_its_own_data_passes():
+    """The proxy's nearest copy is the copier's, whose gap is smaller than the proxy's: judged
+    against that one alone the proxy passed (a CI run's gaps: honest 0.349, proxy 0.142; here
+    the copier's 0.090 passes on its own, so only the copy rule can catch either)."""
+    honest = ok(assigned=0.594, random=0.245, cosines={2: 1.0000, 3: 1.0000})
+    proxy = ok(assigned=0.387, random=0.245, cosines={1: 1.0000, 3: 1.0001})
+    copier = ok(assigned=0.335, random=0.245, cosines={1: 1.0000, 2: 1.0001})
+    assert (proxy.copy_of, copier.copy_of) == (3, 2)
+    result = judge_updates({1: honest, 2: proxy, 3: copier}, TOL)
+    assert result[1][0] == SCORE_ACCEPTABLE
+    assert result[2] == (SCORE_UNACCEPTABLE, "near-copy of uid 1's update (cosine 1.000)")
+    assert result[3] == (SCORE_UNACCEPTABLE, "near-copy of uid 1's update (cosine 1.000)")
+
+
 def test_similar_but_independent_updates_are_not_copies():
-    a = ok(copy_of=2, copy_cosine=0.8)
-    b = ok(assigned=0.7, copy_of=1, copy_cosine=0.8)
+    a = ok(cosines={2: 0.8})
+    b = ok(assigned=0.7, cosines={1: 0.8})
     assert set(scores({1: a, 2: b}).values()) == {SCORE_ACCEPTABLE}
 
 

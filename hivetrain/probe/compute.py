@@ -15,7 +15,7 @@ loop may be accumulating into are never touched.
 
 An update ``u = G_e - theta`` (:mod:`hivetrain.swarm.updates`) is measured by the loss it removes:
 :func:`mean_loss` at ``G_e`` and again after :func:`set_shifted` put ``G_e - u`` in the model;
-:func:`nearest_updates` finds, for each of an epoch's updates, its most similar other one (copies).
+:func:`update_cosines` gives, for each of an epoch's updates, its cosine with every other one (copies).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from hivetrain.model.gpt2 import param_digest
 from hivetrain.model.inputs import Inputs, model_inputs
 
 __all__ = ["ProbeResult", "probe_loss_and_grad", "probe_coords", "trainable_parameters",
-           "param_digest", "cosine", "mean_loss", "set_shifted", "nearest_updates"]
+           "param_digest", "cosine", "mean_loss", "set_shifted", "update_cosines"]
 
 
 @dataclass(frozen=True)
@@ -155,14 +155,13 @@ def set_shifted(params: list[torch.nn.Parameter], base: list[torch.Tensor],
         param.copy_(start if delta is None else start - delta.to(param.device, param.dtype))
 
 
-def nearest_updates(vectors: dict[int, torch.Tensor]) -> dict[int, tuple[int, float]]:
-    """``uid -> (the other uid whose update is most similar, cosine)`` for two or more flat
-    updates of one epoch (empty for fewer); a zero update has cosine 0 with everything."""
+def update_cosines(vectors: dict[int, torch.Tensor]) -> dict[int, dict[int, float]]:
+    """``uid -> {other uid: cosine}`` between every pair of flat updates of one epoch (empty
+    for fewer than two); a zero update has cosine 0 with everything."""
     uids = list(vectors)
     if len(uids) < 2:
         return {}
     matrix = torch.stack([v / v.norm().clamp_min(1e-30) for v in vectors.values()])
-    similarity = (matrix @ matrix.T).fill_diagonal_(-math.inf)
-    best = similarity.argmax(dim=1)
-    return {uid: (uids[int(best[row])], float(similarity[row, best[row]]))
+    similarity = (matrix @ matrix.T).tolist()
+    return {uid: {other: similarity[row][col] for col, other in enumerate(uids) if col != row}
             for row, uid in enumerate(uids)}

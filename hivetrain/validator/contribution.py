@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hivetrain.data.tokens import derive_seed
-from hivetrain.probe.compute import mean_loss, nearest_updates, set_shifted
+from hivetrain.probe.compute import mean_loss, set_shifted, update_cosines
 from hivetrain.validator.scoring import UpdateOutcome
 from hivetrain.validator.update_client import MISSING, UpdateReply, fetch_updates
 
@@ -148,10 +148,10 @@ class ContributionChecker:
 
 
 def _with_copies(outcomes: dict[int, UpdateOutcome], vectors: dict[int, torch.Tensor]):
-    """Each evaluated outcome with its most similar other update (cosine) of this epoch."""
-    nearest = nearest_updates(vectors)
-    return {uid: dataclasses.replace(outcome, copy_of=nearest[uid][0], copy_cosine=nearest[uid][1])
-            if uid in nearest else outcome for uid, outcome in outcomes.items()}
+    """Each evaluated outcome with its cosine to every other evaluated update of this epoch."""
+    cosines = update_cosines(vectors)
+    return {uid: dataclasses.replace(outcome, cosines=cosines[uid]) if uid in cosines else outcome
+            for uid, outcome in outcomes.items()}
 
 
 def outcome_record(outcome: UpdateOutcome) -> dict:

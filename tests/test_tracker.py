@@ -31,7 +31,7 @@ def progress(tracker, reports):
     """The swarm's progress as ``tracker`` reads ``reports`` ((epoch, samples) per other peer),
     with its own peer at epoch 7, after setting the target the way DiLoCo does."""
     own = record(tracker.dht.peer_id.to_bytes(), 7, PER_PEER)
-    metadata = {b"own": own}
+    metadata = {tracker._local_public_key: own}
     metadata.update({os.urandom(8): record(PeerID(os.urandom(34)).to_bytes(), epoch, samples)
                      for epoch, samples in reports})
     tracker.local_progress = tracker.local_progress.copy(update={"epoch": 7})
@@ -85,3 +85,25 @@ def test_the_highest_report_is_kept_beside_the_quorums_epoch(tracker):
     tracker.exclude([liar.to_base58()])
     tracker._parse_swarm_progress_data({os.urandom(8): record(liar.to_bytes(), 60, PER_PEER)})
     assert tracker.highest_reported_epoch == 7  # an excluded peer's report counts for nothing
+
+
+def test_a_peer_whose_own_report_is_not_fetched_yet_counts_itself(tracker):
+    """Its first report may not have reached the DHT when it fetches. Counted one trainer short,
+    a peer beside one other peer's single sample saw a one-peer target its own sample made up,
+    and ended a round alone."""
+    tracker.report_local_progress(0, 1)
+    other = record(PeerID(os.urandom(34)).to_bytes(), 0, 1)
+    seen = tracker._parse_swarm_progress_data({os.urandom(8): other})
+    assert (seen.num_peers, seen.samples_accumulated) == (2, 2)
+    alone = tracker._parse_swarm_progress_data(None)
+    assert (alone.num_peers, alone.samples_accumulated) == (1, 1)
+
+
+def test_an_observer_counts_only_the_trainers(tracker):
+    """An observer never reports: ``hivetrain export`` reads num_peers 0 as "nobody trains"."""
+    observer = SwarmProgressTracker(tracker.dht, "tracker-test", PER_PEER, start=False,
+                                    client_mode=True)
+    assert observer._parse_swarm_progress_data(None).num_peers == 0
+    other = record(PeerID(os.urandom(34)).to_bytes(), 0, 1)
+    seen = observer._parse_swarm_progress_data({os.urandom(8): other})
+    assert (seen.num_peers, seen.num_clients) == (1, 0)

@@ -95,8 +95,11 @@ def test_a_peer_whose_own_report_is_not_fetched_yet_counts_itself(tracker):
     other = record(PeerID(os.urandom(34)).to_bytes(), 0, 1)
     seen = tracker._parse_swarm_progress_data({os.urandom(8): other})
     assert (seen.num_peers, seen.samples_accumulated) == (2, 2)
+    # With nothing fetched, hivemind's no-peers case: this peer's samples, and a quick refetch
+    # (a report of its own would wait out an ETA from its own rate: 10 s for a joiner).
     alone = tracker._parse_swarm_progress_data(None)
-    assert (alone.num_peers, alone.samples_accumulated) == (1, 1)
+    assert (alone.num_peers, alone.samples_accumulated) == (0, 1)
+    assert alone.next_fetch_time - get_dht_time() <= tracker.default_refresh_period
 
 
 def test_an_observer_counts_only_the_trainers(tracker):
@@ -107,3 +110,13 @@ def test_an_observer_counts_only_the_trainers(tracker):
     other = record(PeerID(os.urandom(34)).to_bytes(), 0, 1)
     seen = observer._parse_swarm_progress_data({os.urandom(8): other})
     assert (seen.num_peers, seen.num_clients) == (1, 0)
+
+
+def test_a_peer_yet_to_step_does_not_cap_the_others_rates(tracker):
+    """Before its first step a peer's rate is hivemind's unmeasured 1e-20 samples/s. As the
+    median it capped every rate near 0, and the next fetch went the full max_refresh_period away:
+    a joiner read the swarm's epoch 10 s after joining instead of 1-2 s."""
+    other = record(PeerID(os.urandom(34)).to_bytes(), 0, 1, rate=10.0)
+    seen = tracker._parse_swarm_progress_data({os.urandom(8): other})
+    assert seen.num_peers == 2
+    assert seen.next_fetch_time - get_dht_time() < tracker.max_refresh_period / 2

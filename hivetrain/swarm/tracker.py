@@ -116,14 +116,19 @@ class SwarmProgressTracker(ProgressTracker):
         reached the DHT counted one trainer short, and the samples of the others plus its own
         made up that smaller target: four peers taking one step each, 4 s apart, left the last
         three an epoch ahead of the first, each having ended round 0 alone (3 of 3 runs; none
-        with this). In a CI run of tests/test_robust_averaging.py one peer did so and the other
-        three, which count an epoch only a quorum has reached, never counted it again.
+        with this). A CI run of tests/test_robust_averaging.py fits one peer having done so:
+        for 90 s the four counted [3, 4, 3, 3] peers, since the other three count an epoch only
+        a quorum has reached.
 
-        An observer (client mode) is no trainer and never reports: it is left out, so that
-        ``num_peers`` still tells it whether anyone trains (``hivetrain export``).
+        Left as fetched where nothing was: hivemind's no-peers case already takes this peer's
+        samples alone and fetches again within ``default_refresh_period`` (3 s), where a report
+        of its own, at the unmeasured rate of a peer yet to step, would put the next fetch
+        ``max_refresh_period`` (10 s) away. And an observer (client mode) is no trainer and never
+        reports: it is left out, so that ``num_peers`` still tells it whether anyone trains
+        (``hivetrain export``).
         """
         own = metadata.get(self._local_public_key)
-        if self.client_mode or isinstance(getattr(own, "value", None), dict):
+        if self.client_mode or not metadata or isinstance(getattr(own, "value", None), dict):
             return metadata
         report = ValueWithExpiration(self.local_progress.dict(),
                                      get_dht_time() + self.metadata_expiration)
@@ -168,7 +173,12 @@ class SwarmProgressTracker(ProgressTracker):
                    or entry[1].get("epoch", 0) >= epoch - LAG_EPOCHS}
         trainers = {peer: v for peer, v in trainers.items() if peer in by_peer}
         share = self.target_batch_size / max(1, len(trainers))
-        rates = sorted(v["samples_per_second"] for _, v in by_peer.values())
+        # The median of the rates peers measured: before its first step a peer reports hivemind's
+        # unmeasured 1e-20 samples/s, and as the lower median of two such a rate capped every
+        # rate near 0, the ETA ran out to max_refresh_period and a joiner (counting itself before
+        # its record was back) read the swarm's epoch 10 s after joining instead of 1-2 s.
+        rates = sorted(rate for rate in (v["samples_per_second"] for _, v in by_peer.values())
+                       if rate > self.performance_ema.eps)
         rate_cap = RATE_SPREAD * rates[(len(rates) - 1) // 2] if rates else 0.0
         kept = {}
         for peer, (subkey, value) in by_peer.items():

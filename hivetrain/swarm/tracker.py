@@ -16,7 +16,8 @@ instead of ~23.
   ``min(2, other peers)`` peers other than this one have reached, so a single liar cannot move
   it (in a swarm of two, the one other peer decides, as it must);
 * samples up to ``SAMPLE_SPREAD`` x a peer's fair share of the round (``target / peers``), and
-  rates up to ``RATE_SPREAD`` x the median rate, so no report ends a round early by much;
+  rates up to ``RATE_SPREAD`` x the median measured rate, so no report ends a round early by
+  much;
 * this peer itself, from its own progress, before its record is back from the DHT (hivemind
   counts only fetched records as peers, so a peer counted one trainer short);
 * peers at most ``LAG_EPOCHS`` behind the swarm's epoch. One further behind cannot take part in

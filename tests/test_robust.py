@@ -4,8 +4,11 @@ import torch
 
 import pytest
 
+from hivemind.averaging.partition import TensorPartContainer
+from hivemind.compression import Float16Compression, NoCompression
+
 from hivetrain.swarm.robust import (CLIP_FACTOR, NETWORK_MEDIAN_MAX, WEIGHT_SPREAD, Verdicts,
-                                   coordinate_median, robust_mean)
+                                   coordinate_median, part_sizes, robust_mean)
 
 NAMES = ["honest-a", "honest-b", "honest-c", "attacker"]
 
@@ -185,3 +188,16 @@ def test_the_fast_coordinate_median_is_torch_median_exactly(count):
         tensors[2][1, :40] = tensors[1][1, :40]  # ties within a pair
     expected = torch.stack(tensors).median(dim=0).values
     assert torch.equal(coordinate_median(tensors), expected)
+
+
+@pytest.mark.parametrize("compression", [NoCompression(), Float16Compression()])
+def test_the_parts_are_the_ones_hivemind_cuts(compression):
+    """A validator makes the all-reduce's cut itself (validator/consistency.py), so it must be
+    hivemind's: checked against its ``TensorPartContainer`` with tensors under, at and over one
+    part (2 ** 19 bytes after compression) and a group of three."""
+    tensors = [torch.zeros(7, 5), torch.zeros(2 ** 17), torch.zeros(300_001), torch.zeros(3)]
+    container = TensorPartContainer(tensors, peer_fractions=(1.0, 1.0, 1.0),
+                                    compression=compression)
+    cut = [part.numel() for peer in range(3) for part in container.get_raw_input_parts(peer)]
+    assert part_sizes(tensors, compression) == cut
+    assert len(cut) > len(tensors)

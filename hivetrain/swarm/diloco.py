@@ -41,6 +41,7 @@ from hivemind.utils.timed_storage import get_dht_time
 
 from hivetrain.config import TrainConfig
 from hivetrain.swarm.averager import SwarmAverager
+from hivetrain.swarm.robust import part_sizes
 from hivetrain.swarm.state_check import SKETCH_SIZE, SketchBoard, finite, sketch, sketches_agree
 from hivetrain.swarm.tracker import SwarmProgressTracker
 from hivetrain.swarm.traffic import ByteCounter, CountingCompression
@@ -638,6 +639,11 @@ class DiLoCoOptimizer(SwarmView):
         return {"bytes_sent": self.bytes_sent.total, "rounds_averaged": self.rounds_averaged,
                 "rounds_alone": self.rounds_alone, "rounds_skipped": self.rounds_skipped,
                 "group": self.last_group, "banned": self.averager.banned_peers()}
+
+    def averaging_parts(self) -> list[int]:
+        """The sizes of the parts the all-reduce cuts the flattened change into, in order: the
+        robust reducers bound each part on its own (validator/consistency.py fits to that)."""
+        return part_sizes(self._pseudo_grads, self._compression)
 
     def excluded_peers(self, epoch: int) -> dict[str, str]:
         """Peer id -> why, for the peers a majority of the swarm's reducers banned by ``epoch``

@@ -43,7 +43,9 @@ from typing import Callable, Sequence
 
 import torch
 from hivemind.averaging.allreduce import AllReduceRunner
-from hivemind.averaging.partition import AllreduceException, BannedException, TensorPartReducer
+from hivemind.averaging.partition import (DEFAULT_PART_SIZE_BYTES, AllreduceException,
+                                          BannedException, TensorPartReducer)
+from hivemind.compression import CompressionBase, CompressionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -175,44 +177,88 @@ def robust_mean(copies: dict[int, tuple[torch.Tensor, float]], names: Sequence[s
             kept[index] = (tensor.float(), float(weight))
     if not kept:
         return torch.zeros(shape)
-    if len(kept) < MAJORITY:  # no majority to tell the liar: only non-finite copies go
-        weight_sum = sum(w for _, w in kept.values())
-        if weight_sum <= 0:
-            return torch.zeros(shape)
-        return sum(t * w for t, w in kept.values()) / weight_sum
-    median_weight = _lower_median([w for _, w in kept.values()])
-    norms = sorted(t.norm().item() for t, _ in kept.values())
-    reference_norm = reference_rms * math.sqrt(shape.numel())
-    median_norm = max(_lower_median(norms), reference_norm)
+    bounds = bound_copies({index: tensor.norm().item() for index, (tensor, _) in kept.items()},
+                          {index: weight for index, (_, weight) in kept.items()},
+                          reference_rms * math.sqrt(shape.numel()))
+    center = coordinate_median([t for t, _ in kept.values()]) if len(kept) >= MAJORITY else None
+    total, weight_sum = torch.zeros(shape), 0.0
+    for index, (tensor, _) in kept.items():
+        name, bound = names[index], bounds[index]
+        if bound.dropped:
+            verdicts.offend(name, "; ".join(why for _, why in bound.problems))
+            continue
+        for _, why in bound.problems:
+            verdicts.note(name, why)
+        tensor = tensor * bound.scale if bound.scale != 1.0 else tensor
+        if center is not None:
+            verdicts.add_direction(name, tensor, center)
+        total.add_(tensor, alpha=bound.weight)
+        weight_sum += bound.weight
+    return total / weight_sum if weight_sum > 0 else torch.zeros(shape)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """How :func:`robust_mean` takes one sender's copy of a part: multiplied by ``scale``
+    (norm clipping), weighted by ``weight`` (the claim after the cap), or dropped."""
+
+    scale: float
+    weight: float
+    problems: tuple[tuple[float, str], ...] = ()  # (how far outside the bound, why)
+
+    @property
+    def dropped(self) -> bool:
+        return any(far >= BAN_FACTOR for far, _ in self.problems)
+
+
+def bound_copies(norms: dict[int, float], weights: dict[int, float],
+                 reference_norm: float = 0.0) -> dict[int, Bound]:
+    """The reducers' bounds for finite copies of one part with these norms and claimed weights:
+    the rule itself, on scalars, so a validator can ask what the swarm's average was if every
+    sender sent what it published (validator/consistency.py).
+
+    :param reference_norm: the swarm's last applied average over the part: the median's floor.
+    """
+    if len(norms) < MAJORITY:  # no majority to tell the liar: every copy as it came
+        return {index: Bound(1.0, weights[index]) for index in norms}
+    median_weight = _lower_median(list(weights.values()))
+    ordered = sorted(norms.values())
+    median_norm = max(_lower_median(ordered), reference_norm)
     # Bans for size are judged against the senders that moved: the lower median of the larger
     # half of the norms (one outlier never sets it), when that is at least the swarm's last
     # average. Below it the group's majority sent (next to) nothing and the large copy is the
     # peer that trained: such a group bounds it (clipping above), never bans it.
-    ban_scale = _lower_median(norms[len(norms) // 2:])
+    ban_scale = _lower_median(ordered[len(ordered) // 2:])
     judges_size = ban_scale > NORM_FLOOR and ban_scale >= reference_norm
-    center = coordinate_median([t for t, _ in kept.values()])
-    total, weight_sum = torch.zeros(shape), 0.0
-    for index, (tensor, weight) in kept.items():
-        name = names[index]
-        problems = []  # (how far out, why): past BAN_FACTOR the copy is dropped, else bounded
+    bounds = {}
+    for index, norm in norms.items():
+        weight, scale, problems = weights[index], 1.0, []
         if median_weight > 0 and weight > WEIGHT_SPREAD * median_weight:
             problems.append((weight / median_weight,
                              f"weight {weight:.0f} > {WEIGHT_SPREAD:g} x median {median_weight:.0f}"))
             weight = WEIGHT_SPREAD * median_weight
-        norm = tensor.norm().item()
         if median_norm > NORM_FLOOR and norm > CLIP_FACTOR * median_norm:
             far = norm / ban_scale if judges_size else CLIP_FACTOR
             problems.append((far, f"norm {norm:.3g} > {CLIP_FACTOR:g} x median {median_norm:.3g}"))
-            tensor = tensor * (CLIP_FACTOR * median_norm / norm)
-        if any(far >= BAN_FACTOR for far, _ in problems):
-            verdicts.offend(name, "; ".join(why for _, why in problems))
-            continue
-        for _, why in problems:
-            verdicts.note(name, why)
-        verdicts.add_direction(name, tensor, center)
-        total.add_(tensor, alpha=weight)
-        weight_sum += weight
-    return total / weight_sum if weight_sum > 0 else torch.zeros(shape)
+            scale = CLIP_FACTOR * median_norm / norm
+        bounds[index] = Bound(scale, weight, tuple(problems))
+    return bounds
+
+
+def part_sizes(tensors: Sequence[torch.Tensor], compression: CompressionBase,
+               part_size_bytes: int = DEFAULT_PART_SIZE_BYTES) -> list[int]:
+    """The sizes, in order, of the parts hivemind's all-reduce cuts ``tensors`` into: each tensor
+    flattened and split into pieces of ``part_size_bytes`` after compression (its
+    ``TensorPartContainer``). Each part is reduced on its own, so the bounds apply per part; the
+    cut does not depend on the group, so a validator can make the same one."""
+    sizes = []
+    for index, tensor in enumerate(tensors):
+        info = CompressionInfo.from_tensor(tensor, key=index)
+        per_part = int(part_size_bytes / (tensor.element_size()
+                                          * compression.estimate_compression_ratio(info)))
+        whole, rest = divmod(tensor.numel(), per_part)
+        sizes += [per_part] * whole + ([rest] if rest else [])
+    return sizes
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -312,13 +312,17 @@ class Validator:
         change, gap = consistency.averaged_change(before, after)
         holding = self.opt.peers_holding(epoch + 1, after.params)
         holders = {uid for uid, peers in peers_by_uid.items() if peers & holding}
-        found = consistency.check(change, gap, published, peers_by_uid, holders)
+        earlier = self.outer_states.get(epoch - 1)
+        reference_rms = consistency.average_rms(earlier, before) if earlier is not None else 0.0
+        found = consistency.check(change, gap, published, peers_by_uid, holders,
+                                  self.opt.averaging_parts(), reference_rms)
         logger.info("epoch %d outer step vs published updates: %s%s (group %s, residual %.3f, "
                     "shares %s)", epoch, found.status, f": {found.reason}" if found.reason else "",
                     list(found.members), found.residual,
                     {uid: round(share, 3) for uid, share in found.shares.items()})
         self.telemetry.log("consistency", epoch=epoch, status=found.status, reason=found.reason,
-                           members=list(found.members), residual=found.residual,
+                           members=list(found.members), unjudged=list(found.unjudged),
+                           residual=found.residual,
                            derivation_gap=found.derivation_gap, flagged=sorted(found.flagged),
                            shares={str(uid): share for uid, share in found.shares.items()})
         return {uid: dataclasses.replace(outcome, average_share=found.shares.get(uid, math.nan),

@@ -1,8 +1,9 @@
 """The swarm's outer step against the updates its group published (validator/consistency.py).
 
 The derivation of the averaged change is tested against torch's own Nesterov SGD step; the
-attribution on synthetic groups with one member that sent something other than it published.
-The same check against real processes (a sign-flipping miner beside two honest ones) is in
+attribution on synthetic groups with one member that sent something other than it published
+(averaged where the reducers bound copies by the reducers' own ``robust_mean``). The same check
+against real processes (a miner that averages noise beside two honest ones) is in
 tests/test_consistency_swarm.py.
 """
 

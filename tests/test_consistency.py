@@ -163,12 +163,13 @@ def reduced(sent, samples, parts=PARTS):
 
 
 def test_a_liar_is_named_when_the_reducers_bound_an_honest_member():
-    """The case of a CI run: in the swarm's first epochs of three, one honest member had trained
-    far longer than the others. The reducers capped its claim (200 > 4 x the median 40) and
-    clipped its copies of the tensors it had changed most (here the first part), while the
-    third member sent noise of its update's norm. Fitted to the claimed-sample mean, as before
-    the fit took the reducers' bounds, the same numbers gave the noise sender a share of 0.81
-    (in the band: it passed) and the honest members 0.42 and 2.04."""
+    """A swarm's first epochs of three, where one honest member has trained far longer than the
+    others (one way the earlier fit failed; a CI run let the liar pass at 0.124). The reducers
+    cap its claim (200 > 4 x the median 40) and clip its copies of the tensors it changed most
+    (here the first part), while the third member sends noise of its update's norm. Fitted to
+    the claimed-sample mean, as before the fit took the reducers' bounds, the same numbers gave
+    the noise sender a share of 0.81 (in the band: it passed) and the honest members 0.42 and
+    2.04."""
     parts = (4000, 6000)
     generator = torch.Generator().manual_seed(0)
     common = torch.randn(sum(parts), generator=generator)  # updates of one model point alike
@@ -196,8 +197,8 @@ def test_a_member_that_gave_its_round_up_is_not_judged_and_the_others_are():
     """Uid 4 was gathered into the group of four, then gave its round up (the swarm moved on
     first) and names no group. Measured on processes: the others' average then held anything
     from none of its update to 30 x its claim. Here it added nothing: fitted as if it had sent
-    its update, its share is ~0, the only one out of the band, and it was flagged, though
-    honest. It is now not judged; a liar beside it still is."""
+    its update, its share is ~0, the only one out of the band: the earlier check flagged it,
+    though honest. It is now not judged; a liar beside it still is."""
     vectors, samples = updates(), [40, 40, 40, 40]
     groups = {1: GROUP, 2: GROUP, 3: GROUP, 4: frozenset()}
     step = reduced(vectors[:3], samples[:3])  # 4 added nothing

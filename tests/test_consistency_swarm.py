@@ -53,9 +53,12 @@ def subnet(tmp_path_factory, zygote):
 
 
 def judged(run_dir, uid):
-    """The consistency records of epochs whose checked group held ``uid`` (not inconclusive)."""
+    """The consistency records of epochs that judged ``uid``: not inconclusive, and ``uid`` in
+    the checked group without being unjudged there (a member that gave its round up after being
+    gathered, the two-faced miner too when it joins late, names no group and is not judged)."""
     return [r for r in records(run_dir, "consistency")
-            if r["status"] != "inconclusive" and uid in r["members"]]
+            if r["status"] != "inconclusive" and uid in r["members"]
+            and uid not in r["unjudged"]]
 
 
 def exclusions(run_dir, uid):
